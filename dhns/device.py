@@ -1,0 +1,47 @@
+"""Turn the ``device`` option of ``params.yaml`` into a :class:`torch.device`."""
+
+from __future__ import annotations
+
+import re
+
+import torch
+
+_CUDA = re.compile(r"^cuda(?::(\d+))?$")
+
+
+def resolve_device(spec: str) -> torch.device:
+    """Resolve ``"auto" | "cpu" | "cuda" | "cuda:N" | "mps"`` to a device.
+
+    ``"auto"`` picks the first CUDA device when one is available, else the CPU. An explicit
+    accelerator that is not available raises here, with the reason, rather than deep inside a
+    model's first ``.to()`` call.
+
+    Raises:
+        ValueError: unknown spelling, or an accelerator that this machine does not have.
+    """
+    if not isinstance(spec, str):
+        raise ValueError(f"device must be a string, got {type(spec).__name__} {spec!r}")
+    s = spec.strip().lower()
+    if s == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if s == "cpu":
+        return torch.device("cpu")
+    match = _CUDA.match(s)
+    if match:
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"device {spec!r} requested but CUDA is not available on this machine "
+                "(use 'auto' or 'cpu')"
+            )
+        index = int(match.group(1) or 0)
+        count = torch.cuda.device_count()
+        if index >= count:
+            raise ValueError(f"device {spec!r} requested but only {count} CUDA device(s) exist")
+        return torch.device("cuda", index)
+    if s == "mps":
+        if not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+            raise ValueError("device 'mps' requested but MPS is not available on this machine")
+        return torch.device("mps")
+    raise ValueError(
+        f"unknown device {spec!r}: expected 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'"
+    )

@@ -1,0 +1,68 @@
+"""Feature tables computed elsewhere (MMKGC's ``<DS>-visual.pth`` / ``<DS>-textual.pth``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from dhns.features.table import FeatureTable
+
+
+def load_precomputed(path: str | Path, num_entities: int) -> FeatureTable:
+    """Load a precomputed ``(N, d)`` feature table and check it against the KG.
+
+    Accepted contents: a tensor ``(N, d)`` in entity-id order where an all-zero row means
+    "missing" (the MMKGC convention), a ``{"weight": tensor}`` embedding state dict, or a
+    dict written by :meth:`FeatureTable.save` (whose own mask is kept).
+
+    Raises:
+        ValueError: not 2-D, wrong number of rows, or non-finite values; the message names
+            the file, and the expected shape or the first bad row.
+    """
+    path = Path(path)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such precomputed feature file") from None
+    mask = None
+    meta: dict = {}
+    if isinstance(obj, dict) and "features" in obj and "mask" in obj:
+        table = FeatureTable.from_dict(obj)
+        tensor, mask, meta = table.features, table.mask, dict(table.meta)
+    elif isinstance(obj, dict) and len(obj) == 1 and isinstance(obj.get("weight"), torch.Tensor):
+        tensor = obj["weight"]
+    elif isinstance(obj, torch.Tensor):
+        tensor = obj
+    else:
+        raise ValueError(
+            f"{path}: expected a (N, d) tensor or a FeatureTable dict, got {type(obj).__name__}"
+        )
+    if tensor.dim() != 2:
+        raise ValueError(
+            f"{path}: expected a 2-D tensor ({num_entities}, d), got shape {tuple(tensor.shape)}"
+        )
+    if tensor.shape[0] != num_entities:
+        raise ValueError(
+            f"{path}: expected shape ({num_entities}, d) (one row per entity), "
+            f"got {tuple(tensor.shape)}"
+        )
+    tensor = tensor.float()
+    finite = torch.isfinite(tensor).all(dim=1)
+    if not bool(finite.all()):
+        bad = int((~finite).nonzero()[0, 0])
+        count = int((~finite).sum())
+        raise ValueError(
+            f"{path}: non-finite values (NaN/inf) in row {bad} (entity id {bad}); "
+            f"{count} bad row(s) in total"
+        )
+    if mask is None:
+        mask = (tensor != 0).any(dim=1)
+    meta.update({
+        "source": str(path),
+        "dim": int(tensor.shape[1]),
+        "num_entities": num_entities,
+        "with_modality": int(mask.sum()),
+    })
+    meta.setdefault("model", f"precomputed:{path.name}")
+    return FeatureTable(features=tensor, mask=mask, meta=meta)
