@@ -1,0 +1,328 @@
+"""Shared parsing and checking helpers for the dataset loaders.
+
+Everything here either returns clean arrays or raises :class:`DataError` naming the file and
+the 1-based line, so a user sees ``train2id.txt:17: expected 3 fields, got 2`` instead of a
+traceback. Split-level problems that do not stop training (duplicates, overlaps, entities
+unseen in train) become warning strings instead.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dhns.data.errors import DataError
+
+SPLITS = ("train", "valid", "test")
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def read_lines(path: Path) -> list[str]:
+    """All lines of a UTF-8 text file (line ``i`` of the file is ``result[i - 1]``)."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(path, "required file is missing") from None
+    except IsADirectoryError:
+        raise DataError(path, "expected a file, found a directory") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise DataError(path, "not valid UTF-8 text", line=line) from None
+    # Only \n-style breaks count as lines (str.splitlines would also split on \x1c, \u2028...).
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [ln[:-1] if ln.endswith("\r") else ln for ln in lines]
+
+
+def nonblank(lines: list[str], start: int = 0) -> tuple[list[int], list[str]]:
+    """``(line_numbers, texts)`` of the non-blank lines from index ``start`` (1-based numbers)."""
+    numbers = [i + 1 for i in range(start, len(lines)) if lines[i].strip()]
+    return numbers, [lines[i - 1] for i in numbers]
+
+
+def read_count_header(path: Path, lines: list[str]) -> int:
+    """The record count on line 1 of an OpenKE file."""
+    if not lines or not lines[0].strip():
+        raise DataError(path, "empty file: expected the record count on line 1", line=1)
+    head = lines[0].split()
+    if len(head) != 1:
+        raise DataError(path, f"expected the record count alone on line 1, got {lines[0]!r}", 1)
+    try:
+        count = int(head[0])
+    except ValueError:
+        raise DataError(path, f"record count is not an integer: {head[0]!r}", line=1) from None
+    if count < 0:
+        raise DataError(path, f"record count is negative: {count}", line=1)
+    return count
+
+
+def check_count(path: Path, declared: int, found: int) -> None:
+    if declared != found:
+        raise DataError(
+            path, f"header says {declared} records but the file has {found}", line=1
+        )
+
+
+def parse_int_rows(
+    path: Path, numbers: list[int], texts: list[str], ncols: int, what: str
+) -> np.ndarray:
+    """Whitespace-separated integer rows -> ``(n, ncols)`` int64 array.
+
+    The fast path converts everything in one numpy call; only on failure do we walk the
+    lines again to find (and report) the first bad one.
+    """
+    rows = [t.split() for t in texts]
+    for number, row in zip(numbers, rows):
+        if len(row) != ncols:
+            raise DataError(
+                path, f"expected {ncols} fields ({what}), got {len(row)}", line=number
+            )
+    if not rows:
+        return np.zeros((0, ncols), dtype=np.int64)
+    try:
+        return np.array(rows, dtype=np.int64)
+    except (ValueError, OverflowError):
+        for number, row in zip(numbers, rows):
+            for tok in row:
+                try:
+                    int(tok)
+                except ValueError:
+                    raise DataError(path, f"not an integer id: {tok!r}", line=number) from None
+        raise DataError(path, "integer out of range") from None
+
+
+def check_id_range(
+    path: Path, numbers: list[int], values: np.ndarray, limit: int, what: str
+) -> None:
+    """Raise on the first value outside ``[0, limit)``; ``values`` is aligned with ``numbers``."""
+    bad = np.flatnonzero((values < 0) | (values >= limit))
+    if len(bad):
+        i = int(bad[0])
+        raise DataError(
+            path,
+            f"{what} id {int(values[i])} out of range (valid ids are 0..{limit - 1})",
+            line=numbers[i],
+        )
+
+
+# --------------------------------------------------------------------------- names
+
+
+_NAMESPACES = ("/resource/", "/entity/", "/ontology/", "/property/")
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+
+
+def local_name(key: str) -> str:
+    """The last segment of a URI-like key: ``<http://x/y/Anarchism>`` -> ``Anarchism``."""
+    k = key.strip()
+    if k.startswith("<") and k.endswith(">"):
+        k = k[1:-1]
+    if "://" in k or k.startswith(("urn:", "_:")):
+        # The fragment wins over the path (rdf-schema#seeAlso -> seeAlso); after a known
+        # namespace marker the rest is the name, slashes included (dbpedia "HIV/AIDS").
+        if "#" in k:
+            tail = k.rsplit("#", 1)[-1]
+        else:
+            marker = next((m for m in _NAMESPACES if m in k), None)
+            tail = k.split(marker, 1)[1] if marker else k.rstrip("/").rsplit("/", 1)[-1]
+        if tail:
+            k = tail
+    return k
+
+
+def derive_name(key: str, relation: bool = False) -> str:
+    """A readable name from a key: URI local name, ``_`` -> space.
+
+    Relation names additionally split camelCase and are lowercased (``wasBornIn`` ->
+    ``was born in``), matching the ``relation_names.tsv`` files shipped with the benchmarks.
+    """
+    name = local_name(key)
+    if relation:
+        name = _CAMEL.sub(" ", name).lower()
+    name = " ".join(name.replace("_", " ").split())
+    return name or key
+
+
+def read_names_tsv(path: Path, keys: list[str], warnings: list[str]) -> list[str | None]:
+    """``id<TAB>...<TAB>name`` with a header row -> names by id (last column is the name).
+
+    Rows whose id is unknown are reported as one warning; ids without a row stay ``None``.
+    """
+    lines = read_lines(path)
+    names: list[str | None] = [None] * len(keys)
+    unknown = 0
+    numbers, texts = nonblank(lines, start=1)
+    for number, text in zip(numbers, texts):
+        fields = text.split("\t")
+        if len(fields) < 2:
+            raise DataError(path, f"expected id<TAB>...<TAB>name, got {len(fields)} field", number)
+        try:
+            i = int(fields[0])
+        except ValueError:
+            raise DataError(path, f"not an integer id: {fields[0]!r}", line=number) from None
+        if not 0 <= i < len(keys):
+            unknown += 1
+            continue
+        name = fields[-1].strip()
+        names[i] = name or None
+    if unknown:
+        warnings.append(f"{path.name}: {unknown} rows with ids outside 0..{len(keys) - 1} ignored")
+    return names
+
+
+# --------------------------------------------------------------------------- side files
+
+
+def read_descriptions(
+    path: Path, aliases: list[list[str]], warnings: list[str]
+) -> dict[int, str]:
+    """``key_or_name<TAB>description`` (no header) -> ``{entity id: description}``.
+
+    ``aliases`` are per-entity lists of identifiers (keys, names, ...), earlier lists taking
+    precedence. Unknown keys are a warning, not an error: a description file is often
+    shared between versions of a KG.
+    """
+    lookup: dict[str, int] = {}
+    for names in reversed(aliases):
+        lookup.update((n, i) for i, n in enumerate(names))
+    out: dict[int, str] = {}
+    unknown = 0
+    numbers, texts = nonblank(read_lines(path))
+    for number, text in zip(numbers, texts):
+        if "\t" not in text:
+            raise DataError(path, "expected key<TAB>description", line=number)
+        key, desc = text.split("\t", 1)
+        i = lookup.get(key.strip())
+        if i is None:
+            unknown += 1
+            continue
+        desc = desc.strip()
+        if desc:
+            out[i] = desc
+    if unknown:
+        warnings.append(f"{path.name}: {unknown} descriptions for unknown entities ignored")
+    return out
+
+
+def find_image_dirs(images: Path, folder_names: list[str]) -> list[str | None]:
+    """``images/<folder_names[i]>/`` as an absolute path when it holds at least one file."""
+    out: list[str | None] = [None] * len(folder_names)
+    if not images.is_dir():
+        return out
+    # One scandir of images/ instead of N stat calls on absent folders.
+    present = {e.name: e.path for e in os.scandir(images) if e.is_dir()}
+    for i, folder in enumerate(folder_names):
+        p = present.get(folder)
+        if p is None:
+            continue
+        with os.scandir(p) as it:
+            if any(e.is_file() for e in it):
+                out[i] = str(Path(p).resolve())
+    return out
+
+
+# --------------------------------------------------------------------------- split checks
+
+
+def _encode(triples: np.ndarray, num_entities: int, num_relations: int) -> np.ndarray:
+    """One int64 per ``(h, r, t)`` row, for fast set operations."""
+    n, r = np.int64(max(num_entities, 1)), np.int64(max(num_relations, 1))
+    return (triples[:, 0] * r + triples[:, 1]) * n + triples[:, 2]
+
+
+def split_warnings(
+    splits: dict[str, np.ndarray], num_entities: int, num_relations: int
+) -> list[str]:
+    """Duplicate triples within a split and overlap between splits, as warning strings.
+
+    ``splits`` maps ``train``/``valid``/``test`` to ``(n, 3)`` ``(h, r, t)`` arrays.
+    """
+    warnings = []
+    codes = {s: _encode(a, num_entities, num_relations) for s, a in splits.items()}
+    uniq = {s: np.unique(c) for s, c in codes.items()}
+    for s in SPLITS:
+        dup = len(codes[s]) - len(uniq[s])
+        if dup:
+            warnings.append(
+                f"{s}: {dup} duplicate rows ({len(codes[s])} rows, {len(uniq[s])} unique triples)"
+            )
+    for a, b in (("train", "valid"), ("train", "test"), ("valid", "test")):
+        both = len(np.intersect1d(uniq[a], uniq[b], assume_unique=True))
+        if both:
+            warnings.append(f"{a}/{b}: {both} unique triples occur in both splits")
+    return warnings
+
+
+def unseen_warnings(splits: dict[str, np.ndarray], num_entities: int) -> list[str]:
+    """Valid/test entities that never occur in train (they can only be ranked at random)."""
+    seen = np.zeros(num_entities, dtype=bool)
+    tr = splits["train"]
+    seen[tr[:, 0]] = True
+    seen[tr[:, 2]] = True
+    warnings = []
+    for s in ("valid", "test"):
+        a = splits[s]
+        if not len(a):
+            continue
+        ents = np.unique(np.concatenate([a[:, 0], a[:, 2]]))
+        new = ents[~seen[ents]]
+        if len(new):
+            rows = int((~seen[a[:, 0]] | ~seen[a[:, 2]]).sum())
+            warnings.append(
+                f"{s}: {len(new)} entities never seen in train ({rows} triples involve them)"
+            )
+    return warnings
+
+
+def clean_valid(
+    valid: np.ndarray, test: np.ndarray, num_entities: int, num_relations: int
+) -> tuple[np.ndarray, str | None]:
+    """Deduplicate valid (first occurrence kept, order preserved) and drop triples in test.
+
+    Why: DB15K's valid file repeats rows and shares 824 triples with test; early stopping
+    on it would select on test data. Returns the cleaned ``(n', 3)`` array and a warning
+    (``None`` when nothing changed).
+    """
+    codes = _encode(valid, num_entities, num_relations)
+    _, first = np.unique(codes, return_index=True)
+    keep = np.zeros(len(valid), dtype=bool)
+    keep[first] = True
+    n_unique = int(keep.sum())
+    in_test = np.isin(codes, _encode(test, num_entities, num_relations))
+    dropped = int((keep & in_test).sum())
+    keep &= ~in_test
+    if n_unique == len(valid) and dropped == 0:
+        return valid, None
+    msg = (
+        f"valid cleaned: {len(valid)} rows -> {n_unique} unique triples -> {int(keep.sum())} "
+        f"after dropping {dropped} that are also in test (clean_valid=True)"
+    )
+    return valid[keep], msg
+
+
+def to_tensor(triples: np.ndarray) -> torch.Tensor:
+    """``(n, 3)`` int64 tensor (a copy, so the numpy buffer can be freed)."""
+    return torch.from_numpy(np.ascontiguousarray(triples, dtype=np.int64)).clone()
+
+
+def finish_splits(
+    splits: dict[str, np.ndarray], num_entities: int, num_relations: int, clean: bool
+) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Split warnings, optional valid cleaning, then unseen-entity warnings (on what is kept)."""
+    warnings = split_warnings(splits, num_entities, num_relations)
+    if clean:
+        valid, msg = clean_valid(splits["valid"], splits["test"], num_entities, num_relations)
+        if msg:
+            splits = {**splits, "valid": valid}
+            warnings.append(msg)
+    warnings += unseen_warnings(splits, num_entities)
+    return splits, warnings
