@@ -46,7 +46,7 @@ def read_key2id(path: Path, what: str) -> list[str]:
     check_count(path, count, len(texts))
     keys: list[str | None] = [None] * count
     seen: dict[str, int] = {}
-    for number, text in zip(numbers, texts):
+    for number, text in zip(numbers, texts, strict=True):
         # rsplit: the id is the last field; a key with inner spaces still parses.
         fields = text.rsplit(None, 1)
         if len(fields) != 2:
@@ -120,7 +120,7 @@ def _entity_names(directory: Path, keys: list[str], warnings: list[str]) -> list
         path = directory / "ent_links.txt"
         by_key = {k: i for i, k in enumerate(keys)}
         numbers, texts = nonblank(read_lines(path))
-        for number, text in zip(numbers, texts):
+        for number, text in zip(numbers, texts, strict=True):
             fields = text.split("\t")
             if len(fields) != 2:
                 raise DataError(path, f"expected 2 tab-separated fields, got {len(fields)}", number)
@@ -130,7 +130,7 @@ def _entity_names(directory: Path, keys: list[str], warnings: list[str]) -> list
     missing = sum(n is None for n in names)
     if missing and missing < len(keys):
         warnings.append(f"{missing} entities have no name in the names file; derived from keys")
-    return [n if n is not None else derive_name(k) for n, k in zip(names, keys)]
+    return [n if n is not None else derive_name(k) for n, k in zip(names, keys, strict=True)]
 
 
 def _relation_names(directory: Path, keys: list[str], warnings: list[str]) -> list[str]:
@@ -146,7 +146,10 @@ def _relation_names(directory: Path, keys: list[str], warnings: list[str]) -> li
             warnings.append(
                 f"rel_links.txt has {len(labels)} lines for {len(keys)} relations; ignored"
             )
-    return [n if n is not None else derive_name(k, relation=True) for n, k in zip(names, keys)]
+    return [
+        n if n is not None else derive_name(k, relation=True)
+        for n, k in zip(names, keys, strict=True)
+    ]
 
 
 def load_openke(

@@ -35,7 +35,7 @@ def read_named_triples(path: Path) -> list[list[str]]:
     """``head<TAB>relation<TAB>tail`` rows as lists of three stripped, non-empty strings."""
     numbers, texts = nonblank(read_lines(path))
     rows = []
-    for number, text in zip(numbers, texts):
+    for number, text in zip(numbers, texts, strict=True):
         fields = [f.strip() for f in text.split("\t")]
         if len(fields) != 3:
             raise DataError(
@@ -58,7 +58,7 @@ def _read_entities_tsv(
     out: dict[int, str] = {}
     unknown = 0
     numbers, texts = nonblank(lines, start=1)
-    for number, text in zip(numbers, texts):
+    for number, text in zip(numbers, texts, strict=True):
         fields = text.split("\t")
         if len(fields) > 2:
             raise DataError(path, f"expected name<TAB>description, got {len(fields)} fields",
@@ -75,7 +75,9 @@ def _read_entities_tsv(
     return out
 
 
-def load_tsv(directory: Path, name: str, clean_valid: bool = True) -> tuple[KnowledgeGraph, list[str]]:
+def load_tsv(
+    directory: Path, name: str, clean_valid: bool = True
+) -> tuple[KnowledgeGraph, list[str]]:
     """Load and validate a TSV-layout folder. Returns the graph and warning strings."""
     warnings: list[str] = []
     rows = {s: read_named_triples(directory / f"{s}.tsv") for s in SPLITS}

@@ -81,7 +81,7 @@ def parse_int_rows(
     lines again to find (and report) the first bad one.
     """
     rows = [t.split() for t in texts]
-    for number, row in zip(numbers, rows):
+    for number, row in zip(numbers, rows, strict=True):
         if len(row) != ncols:
             raise DataError(
                 path, f"expected {ncols} fields ({what}), got {len(row)}", line=number
@@ -91,7 +91,7 @@ def parse_int_rows(
     try:
         return np.array(rows, dtype=np.int64)
     except (ValueError, OverflowError):
-        for number, row in zip(numbers, rows):
+        for number, row in zip(numbers, rows, strict=True):
             for tok in row:
                 try:
                     int(tok)
@@ -161,7 +161,7 @@ def read_names_tsv(path: Path, keys: list[str], warnings: list[str]) -> list[str
     names: list[str | None] = [None] * len(keys)
     unknown = 0
     numbers, texts = nonblank(lines, start=1)
-    for number, text in zip(numbers, texts):
+    for number, text in zip(numbers, texts, strict=True):
         fields = text.split("\t")
         if len(fields) < 2:
             raise DataError(path, f"expected id<TAB>...<TAB>name, got {len(fields)} field", number)
@@ -197,7 +197,7 @@ def read_descriptions(
     out: dict[int, str] = {}
     unknown = 0
     numbers, texts = nonblank(read_lines(path))
-    for number, text in zip(numbers, texts):
+    for number, text in zip(numbers, texts, strict=True):
         if "\t" not in text:
             raise DataError(path, "expected key<TAB>description", line=number)
         key, desc = text.split("\t", 1)
