@@ -69,31 +69,27 @@ def rank_targets(
     arange = torch.arange(b, device=scores.device)
     target_score = scores[arange, targets]  # (B,)
     ts = target_score[:, None]
-    # Full-row counts; each comparison materialises one (B, N) bool at most.
-    greater = (scores > ts).sum(1)
-    greater_eq = (scores >= ts).sum(1)
-    nans = scores.isnan().sum(1)
+    # Two passes over (B, N). NaN fails every comparison, so N - #(s <= t) counts
+    # candidates that are > t *or NaN*, and N - #(s < t) those that are >= t or NaN:
+    # NaN competitors beat the target strictly, with no separate isnan pass.
+    better = n - (scores <= ts).sum(1)  # > target or NaN
+    better_eq = n - (scores < ts).sum(1)  # >= target or NaN
 
     # Remove the contributions of filtered candidates (never the target itself).
     keep = filter_cols != targets[filter_rows]
     rows, cols = filter_rows[keep], filter_cols[keep]
     f_scores, f_target = scores[rows, cols], target_score[rows]
     zeros = torch.zeros(b, dtype=torch.int64, device=scores.device)
-    greater -= zeros.index_add(0, rows, (f_scores > f_target).long())
-    greater_eq -= zeros.index_add(0, rows, (f_scores >= f_target).long())
-    nans -= zeros.index_add(0, rows, f_scores.isnan().long())
+    better -= zeros.index_add(0, rows, (~(f_scores <= f_target)).long())
+    better_eq -= zeros.index_add(0, rows, (~(f_scores < f_target)).long())
     n_filtered = zeros.index_add(0, rows, torch.ones_like(rows))
 
     target_nan = target_score.isnan()
-    nans -= target_nan.long()  # the target's own NaN is not a competitor
-    greater_eq -= (~target_nan).long()  # the target is >= itself
-    # NaN competitors beat the target strictly.
-    greater += nans
-    greater_eq += nans
+    better_eq -= 1  # the target itself (t >= t; irrelevant when t is NaN, replaced below)
     # A NaN target loses to every unfiltered competitor.
     worst = n - n_filtered
-    optimistic = torch.where(target_nan, worst, 1 + greater)
-    pessimistic = torch.where(target_nan, worst, 1 + greater_eq)
+    optimistic = torch.where(target_nan, worst, 1 + better)
+    pessimistic = torch.where(target_nan, worst, 1 + better_eq)
     return optimistic, pessimistic
 
 
