@@ -78,7 +78,6 @@ class KGEConfig:
     adversarial_temperature: float = 1.0
     num_negatives: int = 64
     negative_sampler: Literal["uniform", "bernoulli"] = "uniform"
-    regularization: float = 0.0
 
 
 @dataclass

@@ -1,0 +1,41 @@
+"""Build a KGE from params, a KG and its feature tables."""
+
+from __future__ import annotations
+
+import torch
+
+from dhns.config import KGEConfig
+from dhns.data.kg import KnowledgeGraph
+from dhns.features.table import FeatureTable
+from dhns.kge.model import STRUCTURE, KGEModelConfig, MultimodalKGE
+
+KNOWN_MODALITIES = (STRUCTURE, "text", "image")
+
+
+def build_kge(cfg: KGEConfig, kg: KnowledgeGraph, features: dict[str, FeatureTable],
+              generator: torch.Generator) -> tuple[MultimodalKGE, list[str]]:
+    """Returns the model and notes on modalities left out (disabled or with no data)."""
+    notes = []
+    modalities = [STRUCTURE]
+    tables = {}
+    for name in cfg.modalities:
+        if name not in KNOWN_MODALITIES:
+            raise ValueError(f"kge.modalities: unknown modality {name!r}; "
+                             f"choose from {list(KNOWN_MODALITIES)}")
+        if name == STRUCTURE:
+            continue
+        table = features.get(name)
+        if table is None or not table.enabled:
+            notes.append(f"{name}: no features, modality left out")
+            continue
+        if table.num_entities != kg.num_entities:
+            raise ValueError(f"{name} features have {table.num_entities} rows, the KG has "
+                             f"{kg.num_entities} entities")
+        modalities.append(name)
+        tables[name] = (table.features, table.mask)
+    config = KGEModelConfig(
+        model=cfg.model, dim=cfg.dim, gamma=cfg.gamma, num_entities=kg.num_entities,
+        num_relations=kg.num_relations, modalities=modalities,
+        feature_dims={name: t.shape[1] for name, (t, _) in tables.items()},
+    )
+    return MultimodalKGE(config, tables, generator), notes

@@ -1,0 +1,160 @@
+"""The multimodal KGE backbone (DHNS spec, section 1)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from dhns.kge.fusion import ModalityFusion
+from dhns.kge.scoring import Direction, Scorer, make_scorer
+
+STRUCTURE = "structure"
+
+
+@dataclass
+class KGEModelConfig:
+    """Everything needed to rebuild a model from a checkpoint."""
+
+    model: str
+    dim: int
+    gamma: float
+    num_entities: int
+    num_relations: int
+    modalities: list[str] = field(default_factory=lambda: [STRUCTURE])
+    feature_dims: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class MultimodalKGE(nn.Module):
+    """Structure embedding plus projected text/image features, fused by masked attention.
+
+    Feature tables are buffers (saved in the checkpoint, never trained) so a checkpoint is
+    self-contained: ``dhns evaluate`` needs no feature files.
+    """
+
+    def __init__(
+        self,
+        config: KGEModelConfig,
+        features: dict[str, tuple[Tensor, Tensor]] | None = None,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        """``features`` maps modality name -> (table (N, d_m) float, mask (N,) bool)."""
+        super().__init__()
+        self.config = config
+        self.scorer: Scorer = make_scorer(config.model, config.dim, config.gamma)
+        width = self.scorer.entity_width
+        init = self.scorer.embedding_range
+        self.entity = nn.Parameter(_uniform((config.num_entities, width), init, generator))
+        self.relation = nn.Parameter(
+            _uniform((config.num_relations, self.scorer.relation_width), init, generator)
+        )
+        self.modalities = [STRUCTURE] + [m for m in config.modalities if m != STRUCTURE]
+        self.projections = nn.ModuleDict()
+        features = features or {}
+        for name in self.modalities[1:]:
+            dim = config.feature_dims[name]
+            table, mask = features.get(name, (torch.zeros(config.num_entities, dim),
+                                              torch.zeros(config.num_entities, dtype=torch.bool)))
+            table = table.float()
+            # Standardise features over the entities that have them: projections then start at
+            # the same scale whatever the extractor.
+            present = table[mask] if mask.any() else table
+            mean, std = present.mean(0), present.std(0).clamp_min(1e-6)
+            self.register_buffer(f"feat_{name}", ((table - mean) / std) * mask.unsqueeze(-1))
+            self.register_buffer(f"mask_{name}", mask.bool().clone())
+            proj = nn.Linear(dim, width, bias=False)
+            nn.init.normal_(proj.weight, std=init / dim**0.5, generator=generator)
+            self.projections[name] = proj
+        self.fusion = ModalityFusion(width) if len(self.modalities) > 1 else None
+
+    # -- embeddings ------------------------------------------------------------------------
+    def modality_embeddings(self, ids: Tensor) -> tuple[Tensor, Tensor]:
+        """Per-modality embeddings of entities ``ids`` (n,): ``(M, n, D)`` and mask ``(M, n)``."""
+        embs = [self.entity[ids]]
+        masks = [torch.ones_like(ids, dtype=torch.bool)]
+        for name in self.modalities[1:]:
+            embs.append(self.projections[name](getattr(self, f"feat_{name}")[ids]))
+            masks.append(getattr(self, f"mask_{name}")[ids])
+        return torch.stack(embs), torch.stack(masks)
+
+    def fuse(self, embeddings: Tensor, mask: Tensor) -> Tensor:
+        """``(M, n, D)``, ``(M, n)`` -> ``(n, D)``."""
+        if self.fusion is None:
+            return embeddings[0]
+        return self.fusion(embeddings, mask)
+
+    def entity_embeddings(self, ids: Tensor) -> Tensor:
+        """Fused embeddings ``(*ids.shape, D)``; projects each distinct entity once."""
+        flat = ids.reshape(-1)
+        if self.fusion is None:
+            return self.entity[flat].reshape(*ids.shape, -1)
+        unique, inverse = torch.unique(flat, return_inverse=True)
+        fused = self.fuse(*self.modality_embeddings(unique))
+        return fused[inverse].reshape(*ids.shape, -1)
+
+    def all_entity_embeddings(self) -> Tensor:
+        """``(N, D)`` fused table."""
+        ids = torch.arange(self.config.num_entities, device=self.entity.device)
+        if self.fusion is None:
+            return self.entity
+        return self.fuse(*self.modality_embeddings(ids))
+
+    # -- scoring ---------------------------------------------------------------------------
+    def score_triples(self, triples: Tensor) -> Tensor:
+        """``(B, 3)`` (h, r, t) -> ``(B,)``."""
+        emb = self.entity_embeddings(triples[:, [0, 2]])
+        return self.scorer.score(emb[:, 0], self.relation[triples[:, 1]], emb[:, 1])
+
+    def link_predictor(self) -> FrozenPredictor:
+        """A ranking view with the fused entity table computed once (for evaluation)."""
+        with torch.no_grad():
+            return FrozenPredictor(self.all_entity_embeddings().detach(),
+                                   self.relation.detach(), self.scorer)
+
+
+class FrozenPredictor:
+    """Implements the evaluator's ``score_tails`` / ``score_heads`` on a fixed entity table.
+
+    Candidates are scored in chunks so ``(B, chunk, D)`` stays small: RotatE's distance is
+    elementwise and memory-bound, so materialising ``(B, N, D)`` at once would be slower.
+    """
+
+    def __init__(self, entities: Tensor, relations: Tensor, scorer: Scorer,
+                 max_elements: int = 1 << 24) -> None:
+        self.entities = entities
+        self.relations = relations
+        self.scorer = scorer
+        self.max_elements = max_elements
+
+    @property
+    def device(self) -> torch.device:
+        return self.entities.device
+
+    def parameters(self):  # lets the evaluator find the device like for an nn.Module
+        yield self.entities
+
+    def _rank_all(self, anchors: Tensor, relations: Tensor, direction: Direction) -> Tensor:
+        query = self.scorer.query(self.entities[anchors], self.relations[relations], direction)
+        n, width = self.entities.shape
+        chunk = max(1, self.max_elements // max(1, len(anchors) * width))
+        out = torch.empty(len(anchors), n, device=self.device)
+        for start in range(0, n, chunk):
+            cand = self.entities[start:start + chunk]
+            out[:, start:start + len(cand)] = self.scorer.match(query[:, None, :], cand[None])
+        return out
+
+    def score_tails(self, heads: Tensor, relations: Tensor) -> Tensor:
+        """``(B,)``, ``(B,)`` -> ``(B, N)``."""
+        return self._rank_all(heads, relations, "tail")
+
+    def score_heads(self, relations: Tensor, tails: Tensor) -> Tensor:
+        """``(B,)``, ``(B,)`` -> ``(B, N)``."""
+        return self._rank_all(tails, relations, "head")
+
+
+def _uniform(shape: tuple[int, ...], bound: float, generator: torch.Generator | None) -> Tensor:
+    return torch.empty(shape).uniform_(-bound, bound, generator=generator)

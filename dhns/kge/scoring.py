@@ -1,0 +1,152 @@
+"""Score functions: one method serves training, ranking and the diffusion condition.
+
+Each scorer works on embedding tensors only (no lookup tables), LibKGE-style:
+``score(h, r, t)`` broadcasts over leading dimensions, so the same code scores a batch of
+positives ``(B, D)``, shared negatives ``(C, S, 1, D)`` against ``(C, 1, K, D)``, or
+queries against all entities ``(B, 1, D)`` against ``(1, N, D)``. Higher is more plausible.
+
+Entity width ``D`` and relation width ``Dr`` per model (``d`` = ``kge.dim``):
+
+========  =====  ======  =====================================================
+model     D      Dr      score
+========  =====  ======  =====================================================
+rotate    2d     d       gamma - sum_i |h_i * r_i - t_i|   (complex, |r_i| = 1)
+transe    d      d       gamma - ||h + r - t||_1
+distmult  d      d       sum h * r * t
+complex   2d     2d      Re(sum h * r * conj(t))
+========  =====  ======  =====================================================
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+Direction = Literal["tail", "head"]
+
+
+class Scorer:
+    """Base class. ``distance_based`` scorers have a margin ``gamma`` (NTAT level margins)."""
+
+    name: str = ""
+    distance_based: bool = False
+    entity_factor: int = 1
+    relation_factor: int = 1
+
+    def __init__(self, dim: int, gamma: float) -> None:
+        self.dim = dim
+        self.gamma = gamma
+        # RotatE-style init range; also the scale that maps relation embeddings to phases.
+        self.embedding_range = (gamma + 2.0) / dim
+
+    @property
+    def entity_width(self) -> int:
+        return self.entity_factor * self.dim
+
+    @property
+    def relation_width(self) -> int:
+        return self.relation_factor * self.dim
+
+    def condition(self, anchor: Tensor, relation: Tensor, direction: Direction) -> Tensor:
+        """Where the missing entity should be: ``(..., D)``.
+
+        ``direction="tail"`` conditions on the head (query ``(h, r, ?)``), ``"head"`` on the
+        tail. Parameter-free, mirrors the score function (DHNS spec, section 2).
+        """
+        return self.query(anchor, relation, direction)
+
+    def query(self, anchor: Tensor, relation: Tensor, direction: Direction) -> Tensor:
+        raise NotImplementedError
+
+    def match(self, query: Tensor, candidate: Tensor) -> Tensor:
+        """Score ``query`` (from :meth:`query`) against candidates; broadcasts, ``(...,)``."""
+        raise NotImplementedError
+
+    def score(self, h: Tensor, r: Tensor, t: Tensor) -> Tensor:
+        """Plausibility of ``(h, r, t)``, broadcasting over leading dims."""
+        return self.match(self.query(h, r, "tail"), t)
+
+    def distance(self, h: Tensor, r: Tensor, t: Tensor) -> Tensor:
+        """``gamma - score`` for distance models (what NTAT's level margins shift)."""
+        return self.gamma - self.score(h, r, t)
+
+
+def _split(x: Tensor) -> tuple[Tensor, Tensor]:
+    return x.chunk(2, dim=-1)
+
+
+class RotatE(Scorer):
+    name = "rotate"
+    distance_based = True
+    entity_factor = 2
+
+    def _phase(self, r: Tensor) -> tuple[Tensor, Tensor]:
+        phase = r / (self.embedding_range / math.pi)
+        return torch.cos(phase), torch.sin(phase)
+
+    def query(self, anchor: Tensor, relation: Tensor, direction: Direction) -> Tensor:
+        re, im = _split(anchor)
+        cos, sin = self._phase(relation)
+        if direction == "head":
+            sin = -sin  # rotate by the conjugate: t * conj(r) should land on h
+        return torch.cat([re * cos - im * sin, re * sin + im * cos], dim=-1)
+
+    def match(self, query: Tensor, candidate: Tensor) -> Tensor:
+        q_re, q_im = _split(query)
+        c_re, c_im = _split(candidate)
+        return self.gamma - torch.hypot(q_re - c_re, q_im - c_im).sum(dim=-1)
+
+
+class TransE(Scorer):
+    name = "transe"
+    distance_based = True
+
+    def query(self, anchor: Tensor, relation: Tensor, direction: Direction) -> Tensor:
+        return anchor + relation if direction == "tail" else anchor - relation
+
+    def match(self, query: Tensor, candidate: Tensor) -> Tensor:
+        return self.gamma - (query - candidate).abs().sum(dim=-1)
+
+
+class DistMult(Scorer):
+    name = "distmult"
+
+    def query(self, anchor: Tensor, relation: Tensor, direction: Direction) -> Tensor:
+        return anchor * relation  # symmetric: the same for both directions
+
+    def match(self, query: Tensor, candidate: Tensor) -> Tensor:
+        return (query * candidate).sum(dim=-1)
+
+
+class ComplEx(Scorer):
+    name = "complex"
+    entity_factor = 2
+    relation_factor = 2
+
+    def query(self, anchor: Tensor, relation: Tensor, direction: Direction) -> Tensor:
+        a_re, a_im = _split(anchor)
+        r_re, r_im = _split(relation)
+        if direction == "tail":  # h * r, matched against conj(t)
+            return torch.cat([a_re * r_re - a_im * r_im, a_re * r_im + a_im * r_re], dim=-1)
+        # Re(h r conj(t)) = Re(conj(r) t conj(h)): for heads the query is conj(r) * t
+        return torch.cat([a_re * r_re + a_im * r_im, a_im * r_re - a_re * r_im], dim=-1)
+
+    def match(self, query: Tensor, candidate: Tensor) -> Tensor:
+        q_re, q_im = _split(query)
+        c_re, c_im = _split(candidate)
+        return (q_re * c_re + q_im * c_im).sum(dim=-1)
+
+
+SCORERS: dict[str, type[Scorer]] = {
+    cls.name: cls for cls in (RotatE, TransE, DistMult, ComplEx)
+}
+
+
+def make_scorer(name: str, dim: int, gamma: float) -> Scorer:
+    try:
+        return SCORERS[name](dim, gamma)
+    except KeyError:
+        raise ValueError(f"unknown KGE model {name!r}; choose from {sorted(SCORERS)}") from None

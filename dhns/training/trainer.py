@@ -1,0 +1,143 @@
+"""A small, explicit training loop shared by pretrain and retrain.
+
+All state lives on the :class:`Trainer` instance and the generator passed in (no globals),
+so it can run under ``torchrun``: only rank 0 logs, shows progress and validates.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from dhns.kge.model import MultimodalKGE
+
+# A loss term maps (model, batch (B, 3), step) to (scalar loss, stats for the log).
+LossFn = Callable[[MultimodalKGE, Tensor, int], tuple[Tensor, dict[str, float]]]
+Validate = Callable[[MultimodalKGE], float]
+
+
+def is_main_process() -> bool:
+    dist = torch.distributed
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+@dataclass
+class TrainResult:
+    history: list[dict] = field(default_factory=list)
+    best_epoch: int = 0
+    best_valid_mrr: float = float("nan")
+    seconds: float = 0.0
+    stopped_early: bool = False
+
+
+class Trainer:
+    """Adam over shuffled batches, validation MRR every ``eval_every`` epochs, early stopping.
+
+    The model ends holding the weights of the best validated epoch (or the last epoch when
+    there is no validation).
+    """
+
+    def __init__(
+        self,
+        model: MultimodalKGE,
+        train: Tensor,
+        loss_fn: LossFn,
+        *,
+        epochs: int,
+        batch_size: int,
+        lr: float,
+        generator: torch.Generator,
+        validate: Validate | None = None,
+        eval_every: int = 5,
+        patience: int = 0,
+        log: Callable[[str], None] = print,
+        progress: bool = True,
+        desc: str = "train",
+        on_epoch_end: Callable[[dict], None] | None = None,
+    ) -> None:
+        self.model = model
+        self.train = train
+        self.loss_fn = loss_fn
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.generator = generator
+        self.validate = validate
+        self.eval_every = max(1, eval_every)
+        self.patience = patience
+        self.main = is_main_process()
+        self.log = log if self.main else (lambda _msg: None)
+        self.progress = progress and self.main
+        self.desc = desc
+        self.on_epoch_end = on_epoch_end
+        self.optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad],
+                                          lr=lr)
+        self.step = 0
+
+    def fit(self) -> TrainResult:
+        device = next(self.model.parameters()).device
+        train = self.train.to(device)
+        result = TrainResult()
+        best_state = None
+        bad_evals = 0
+        start = time.perf_counter()
+        steps_per_epoch = math.ceil(len(train) / self.batch_size)
+        for epoch in range(1, self.epochs + 1):
+            self.model.train()
+            epoch_start = time.perf_counter()
+            order = torch.randperm(len(train), generator=self.generator).to(device)
+            totals: dict[str, float] = {}
+            bar = tqdm(range(steps_per_epoch), desc=f"{self.desc} {epoch}/{self.epochs}",
+                       disable=not self.progress, leave=False, dynamic_ncols=True)
+            for i in bar:
+                batch = train[order[i * self.batch_size:(i + 1) * self.batch_size]]
+                loss, stats = self.loss_fn(self.model, batch, self.step)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optimizer.step()
+                self.step += 1
+                stats = {"loss": loss.item(), **stats}
+                for key, value in stats.items():
+                    totals[key] = totals.get(key, 0.0) + value
+                bar.set_postfix(loss=f"{stats['loss']:.4f}")
+            record = {key: value / steps_per_epoch for key, value in totals.items()}
+            record = {"epoch": epoch, **record, "seconds": time.perf_counter() - epoch_start}
+            if self.validate is not None and (epoch % self.eval_every == 0
+                                              or epoch == self.epochs):
+                self.model.eval()
+                mrr = self.validate(self.model)
+                record["valid_mrr"] = mrr
+                if not mrr <= result.best_valid_mrr:  # also true for the first (nan) compare
+                    result.best_valid_mrr, result.best_epoch = mrr, epoch
+                    best_state = copy.deepcopy(self.model.state_dict())
+                    bad_evals = 0
+                else:
+                    bad_evals += 1
+            result.history.append(record)
+            self.log(_format(record))
+            if self.on_epoch_end is not None:
+                self.on_epoch_end(record)
+            if self.patience and bad_evals >= self.patience:
+                result.stopped_early = True
+                self.log(f"early stop: no validation gain in {bad_evals} evaluations")
+                break
+        if best_state is not None:
+            self.model.load_state_dict(best_state)
+        else:
+            result.best_epoch = len(result.history)
+        self.model.eval()
+        result.seconds = time.perf_counter() - start
+        return result
+
+
+def _format(record: dict) -> str:
+    parts = [f"epoch {record['epoch']}"]
+    parts += [f"{k} {v:.4f}" for k, v in record.items() if k not in ("epoch", "seconds")]
+    parts.append(f"{record['seconds']:.1f}s")
+    return "  ".join(parts)

@@ -1,0 +1,31 @@
+"""Stage ``prepare``: read and validate the configured dataset, write ``artifacts/prepared``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dhns.config import Params
+from dhns.data import load_dataset
+from dhns.io import atomic_write_json
+from stages.common import METRICS, PREPARED, log, run_stage
+
+
+def run(params: Params) -> dict:
+    source = Path(params.data.dir) / params.data.name
+    if not source.is_dir():
+        raise FileNotFoundError(
+            f"{source}: dataset not found; bring it in with `dhns data import "
+            f"{params.data.name} --from DIR` or `dhns data download {params.data.name}`")
+    kg, warnings = load_dataset(source, params.data.name, clean_valid=params.data.clean_valid)
+    for warning in warnings:
+        log(f"warning: {warning}")
+    kg.save(PREPARED)
+    report = {**kg.summary(), "warnings": warnings}
+    atomic_write_json(METRICS / "prepare.json", report)
+    log(f"prepared {kg.name}: {kg.num_entities} entities, {kg.num_relations} relations, "
+        f"{len(kg.train)}/{len(kg.valid)}/{len(kg.test)} train/valid/test")
+    return report
+
+
+if __name__ == "__main__":
+    run_stage(run)

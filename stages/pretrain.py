@@ -1,0 +1,58 @@
+"""Stage ``pretrain``: the multimodal KGE trained with ordinary negatives."""
+
+from __future__ import annotations
+
+import sys
+
+from dhns.config import Params, to_dict
+from dhns.device import resolve_device
+from dhns.kge.build import build_kge
+from dhns.kge.negatives import NegativeSampler
+from dhns.training.checkpoint import save_kge
+from dhns.training.kgc import uniform_loss, validator
+from dhns.training.trainer import Trainer
+from stages.common import (
+    METRICS,
+    PLOTS,
+    PRETRAIN_CKPT,
+    filter_index,
+    generator,
+    load_features,
+    load_prepared,
+    log,
+    run_stage,
+)
+from stages.reporting import write_history
+
+
+def run(params: Params) -> dict:
+    kg = load_prepared()
+    device = resolve_device(params.device)
+    gen = generator(params, offset=1)
+    model, notes = build_kge(params.kge, kg, load_features(params), gen)
+    for note in notes:
+        log(f"note: {note}")
+    log(f"pretrain {params.kge.model} on {kg.name}: modalities {model.modalities}, "
+        f"{sum(p.numel() for p in model.parameters())} parameters, device {device}")
+    model.to(device)
+    cfg = params.pretrain
+    sampler = NegativeSampler(kg.num_entities, params.kge.num_negatives,
+                              mode=params.kge.negative_sampler, train=kg.train,
+                              num_relations=kg.num_relations)
+    trainer = Trainer(
+        model, kg.train, uniform_loss(sampler, params.kge.adversarial_temperature, gen),
+        epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, generator=gen,
+        validate=validator(kg.valid, filter_index(kg), kg.num_entities, cfg.max_valid,
+                           params.eval.batch_size, generator(params, offset=99)),
+        eval_every=cfg.eval_every, patience=cfg.patience, log=log,
+        progress=sys.stderr.isatty(), desc="pretrain",
+    )
+    result = trainer.fit()
+    save_kge(PRETRAIN_CKPT, model, meta={
+        "dataset": kg.name, "stage": "pretrain", "params": to_dict(params),
+        "best_epoch": result.best_epoch, "history": result.history})
+    return write_history("pretrain", result, METRICS, PLOTS)
+
+
+if __name__ == "__main__":
+    run_stage(run)
