@@ -1,0 +1,485 @@
+"""The ``dhns`` command line: pipeline stages, dataset management, evaluation and prediction.
+
+Every stage command runs ``stages/<name>.py`` from the current directory, exactly like the
+``python -m stages.<name>`` commands of ``dvc.yaml``; DVC remains the way to run the whole
+pipeline (``make run`` / ``dvc repro``). Heavy modules (torch, the stages) are imported inside
+the commands so ``dhns --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import importlib
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+
+import typer
+
+if TYPE_CHECKING:
+    from dhns.config import Params
+    from dhns.data.kg import KnowledgeGraph
+    from dhns.kge.model import MultimodalKGE
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+app = typer.Typer(
+    name="dhns",
+    help="DHNS: diffusion-based hierarchical negative sampling for multimodal knowledge graph "
+    "completion. Pipeline stages (run from the project folder, reading params.yaml), "
+    "dataset management, evaluation and link prediction.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+data_app = typer.Typer(
+    help="Bring datasets into the data folder (import, download, generate) and inspect them.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+app.add_typer(data_app, name="data")
+
+ParamsOption = Annotated[
+    Path, typer.Option("--params", "-p", help="Params file (validated strictly).")
+]
+MODELS = ("pretrain", "uniform", "dhns")  # rows of `dhns results`, in this order
+
+
+# --------------------------------------------------------------------------- plumbing
+
+
+def _fallback_user_errors() -> tuple[type[Exception], ...]:
+    from dhns.config import ConfigError
+    from dhns.data.errors import DataError
+    from dhns.training.checkpoint import CheckpointError
+
+    return (ConfigError, DataError, CheckpointError, FileNotFoundError, ValueError)
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    """``stages.common.USER_ERRORS`` (the same tuple outside a project checkout)."""
+    try:
+        return _import_stages("common").USER_ERRORS
+    except ModuleNotFoundError:
+        return _fallback_user_errors()
+
+
+def report_user_errors(fn: F) -> F:
+    """Turn user mistakes into one ``error: ...`` line on stderr and exit code 1."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            if isinstance(exc, _user_errors()):
+                typer.echo(f"error: {exc}", err=True)
+                raise typer.Exit(1) from None
+            raise
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _import_stages(module: str) -> Any:
+    """Import ``stages.<module>``.
+
+    ``python -m stages.X`` finds the package through the current directory; the ``dhns``
+    console script does not, so fall back to the checkout that holds this ``dhns`` package,
+    then to the current directory.
+    """
+    try:
+        return importlib.import_module(f"stages.{module}")
+    except ModuleNotFoundError as exc:
+        if exc.name != "stages":
+            raise
+    for root in (Path(__file__).resolve().parents[1], Path.cwd()):
+        if (root / "stages" / "common.py").is_file() and str(root) not in sys.path:
+            sys.path.insert(0, str(root))
+            importlib.invalidate_caches()
+            break
+    return importlib.import_module(f"stages.{module}")
+
+
+def _stage_function(module: str, function: str) -> Callable[[Params], Any]:
+    try:
+        mod = _import_stages(module)
+    except ModuleNotFoundError as exc:
+        if exc.name in ("stages", f"stages.{module}"):
+            raise FileNotFoundError(
+                f"stage module stages/{module}.py is not available in this checkout"
+            ) from None
+        raise FileNotFoundError(f"stage {module} cannot be imported: {exc}") from None
+    return getattr(mod, function)
+
+
+def _run_stage(module: str, params_path: Path, function: str = "run") -> Any:
+    from dhns.config import load_params
+
+    fn = _stage_function(module, function)
+    return fn(load_params(params_path))
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]], align: str = "") -> str:
+    """A plain text table; ``align`` has one ``l``/``r`` per column (default: ``lrr...``)."""
+    cells = [[str(h) for h in headers]] + [[_fmt(c) for c in row] for row in rows]
+    align = align or "l" + "r" * (len(headers) - 1)
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+
+    def line(row: list[str]) -> str:
+        return "  ".join(c.ljust(w) if a == "l" else c.rjust(w)
+                         for c, w, a in zip(row, widths, align, strict=True)).rstrip()
+
+    rule = ["-" * w for w in widths]
+    return "\n".join([line(cells[0]), line(rule)] + [line(r) for r in cells[1:]])
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) < 100 else f"{value:.1f}"
+    return str(value)
+
+
+def _warn(warnings: Sequence[str]) -> None:
+    for warning in warnings:
+        typer.echo(f"warning: {warning}", err=True)
+
+
+def _summary_line(kg: KnowledgeGraph) -> str:
+    s = kg.summary()
+    return (f"{s['entities']} entities, {s['relations']} relations, "
+            f"{s['train']}/{s['valid']}/{s['test']} train/valid/test triples, "
+            f"{s['with_description']} with a description, {s['with_images']} with images")
+
+
+# --------------------------------------------------------------------------- stages
+
+
+def _add_stage(name: str, module: str, help_text: str, function: str = "run") -> None:
+    @report_user_errors
+    def command(params: ParamsOption = Path("params.yaml")) -> None:
+        _run_stage(module, params, function)
+
+    command.__name__ = name.replace("-", "_")
+    command.__doc__ = help_text
+    app.command(name, help=help_text)(command)
+
+
+_add_stage("synthetic", "synthetic",
+           "Generate the embedded synthetic dataset. Reads data.synthetic and data.dir; "
+           "writes <data.dir>/synthetic.")
+_add_stage("prepare", "prepare",
+           "Load and validate the dataset <data.dir>/<data.name> (cleaning valid if "
+           "data.clean_valid). Writes artifacts/prepared and metrics/prepare.json.")
+_add_stage("text-features", "features",
+           "Extract text features of the prepared entities (features.text). Reads "
+           "artifacts/prepared; writes artifacts/features/text.pt and "
+           "metrics/text_features.json.", function="run_text")
+_add_stage("image-features", "features",
+           "Extract image features of the prepared entities (features.image). Reads "
+           "artifacts/prepared; writes artifacts/features/image.pt and "
+           "metrics/image_features.json.", function="run_image")
+_add_stage("pretrain", "pretrain",
+           "Pretrain the multimodal KGE with ordinary negatives (kge, pretrain). Reads "
+           "artifacts/prepared and artifacts/features; writes artifacts/pretrain/model.pt, "
+           "metrics/pretrain.json and plots/pretrain.csv.")
+_add_stage("diffusion", "diffusion",
+           "Train the diffusion negative sampler on the pretrained embeddings (model). Reads "
+           "artifacts/prepared and artifacts/pretrain/model.pt; writes "
+           "artifacts/diffusion/sampler.pt, metrics/diffusion.json and plots/diffusion*.csv.")
+_add_stage("uniform", "uniform",
+           "Equal-budget baseline: continue the pretrained KGE with ordinary negatives only "
+           "(retrain.epochs). Writes artifacts/uniform/model.pt, metrics/uniform.json and "
+           "plots/uniform.csv.")
+_add_stage("retrain", "retrain",
+           "Continue the pretrained KGE with DHNS hierarchical negatives from the diffusion "
+           "sampler (retrain). Reads artifacts/pretrain/model.pt and "
+           "artifacts/diffusion/sampler.pt; writes artifacts/retrain/model.pt, "
+           "metrics/retrain.json and plots/retrain.csv.")
+
+
+# --------------------------------------------------------------------------- evaluate
+
+
+def _metrics_table(metrics: dict[str, Any]) -> str:
+    opt = metrics.get("optimistic", {})
+    rows = [(label, metrics.get(key), opt.get(key)) for label, key in (
+        ("MRR", "mrr"), ("MR", "mr"), ("Hits@1", "hits@1"), ("Hits@3", "hits@3"),
+        ("Hits@10", "hits@10"))]
+    return _table(["metric", "realistic", "optimistic"], rows)
+
+
+def _results_table(results: dict[str, Any]) -> str:
+    names = [m for m in MODELS if m in results] + [m for m in results if m not in MODELS]
+    rows = []
+    for name in names:
+        m = results[name]
+        if not isinstance(m, dict):
+            continue
+        rows.append((name, m.get("mrr"), m.get("hits@1"), m.get("hits@3"), m.get("hits@10"),
+                     m.get("optimistic", {}).get("mrr")))
+    return _table(["model", "MRR", "H@1", "H@3", "H@10", "opt. MRR"], rows)
+
+
+def _load_pair(checkpoint: Path, dataset: Path, device: str = "cpu"
+               ) -> tuple[MultimodalKGE, dict, KnowledgeGraph]:
+    """A checkpoint and a dataset folder, checked to have the same entities and relations."""
+    from dhns.data import load_dataset
+    from dhns.device import resolve_device
+    from dhns.training.checkpoint import load_kge
+
+    model, meta = load_kge(checkpoint, resolve_device(device))
+    kg, warnings = load_dataset(dataset)
+    _warn(warnings)
+    cfg = model.config
+    if (cfg.num_entities, cfg.num_relations) != (kg.num_entities, kg.num_relations):
+        trained = f" (trained on {meta['dataset']})" if meta.get("dataset") else ""
+        raise ValueError(
+            f"{checkpoint}: the checkpoint has {cfg.num_entities} entities and "
+            f"{cfg.num_relations} relations{trained}, but {dataset} has {kg.num_entities} "
+            f"entities and {kg.num_relations} relations")
+    return model, meta, kg
+
+
+@app.command("evaluate")
+@report_user_errors
+def evaluate_command(
+    params: ParamsOption = Path("params.yaml"),
+    checkpoint: Annotated[Path | None, typer.Option(
+        help="A KGE checkpoint to evaluate instead of running the stage (needs --dataset).")
+    ] = None,
+    dataset: Annotated[Path | None, typer.Option(
+        help="Dataset folder (OpenKE or TSV layout) to evaluate --checkpoint on.")] = None,
+    split: Annotated[str, typer.Option(help="test or valid (with --checkpoint).")] = "test",
+    batch_size: Annotated[int, typer.Option(help="Queries per batch (with --checkpoint).")
+                          ] = 256,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N (with --checkpoint).")
+                      ] = "auto",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
+) -> None:
+    """Filtered link-prediction evaluation (MRR, MR, Hits@1/3/10; realistic and optimistic).
+
+    Without options, runs the pipeline stage: evaluates the checkpoints
+    artifacts/{pretrain,uniform,retrain}/model.pt on the prepared dataset (eval.split,
+    eval.batch_size) and writes metrics/evaluate.json. With --checkpoint PATH --dataset DIR,
+    evaluates any checkpoint on any dataset folder and writes nothing.
+    """
+    if checkpoint is None and dataset is None:
+        results = _run_stage("evaluate", params)
+        typer.echo(json.dumps(results, indent=2) if as_json else _results_table(results))
+        return
+    if checkpoint is None or dataset is None:
+        raise ValueError("--checkpoint and --dataset go together")
+    if split not in ("test", "valid"):
+        raise ValueError(f"--split must be test or valid, got {split!r}")
+    if batch_size < 1:
+        raise ValueError("--batch-size must be >= 1")
+
+    from dhns.evaluation import FilterIndex, evaluate, kg_test_categories
+
+    model, meta, kg = _load_pair(checkpoint, dataset, device)
+    triples = kg.test if split == "test" else kg.valid
+    if len(triples) == 0:
+        raise ValueError(f"{dataset}: the {split} split is empty")
+    metrics = evaluate(model.link_predictor(), triples,
+                       FilterIndex(kg.all_triples(), kg.num_relations), kg.num_entities,
+                       categories=kg_test_categories(kg) if split == "test" else None,
+                       batch_size=batch_size, progress=sys.stderr.isatty())
+    if as_json:
+        typer.echo(json.dumps(metrics, indent=2))
+        return
+    typer.echo(f"{checkpoint} on {kg.name} ({split}, {metrics['count']} triples, both sides)")
+    typer.echo(_metrics_table(metrics))
+
+
+# --------------------------------------------------------------------------- results
+
+
+@app.command("results")
+@report_user_errors
+def results_command(
+    metrics: Annotated[Path, typer.Option(help="The evaluate stage's metrics file.")
+                       ] = Path("metrics/evaluate.json"),
+) -> None:
+    """Print the evaluate stage's metrics as a table: one row per model (pretrain, uniform,
+    dhns), realistic MRR and Hits@1/3/10, and the optimistic MRR.
+
+    Reads metrics/evaluate.json (written by `dhns evaluate` / `dvc repro`)."""
+    if not metrics.is_file():
+        raise FileNotFoundError(
+            f"{metrics}: no evaluation results yet (run `make run`, `dvc repro` or "
+            "`dhns evaluate`)")
+    try:
+        results = json.loads(metrics.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{metrics}: not valid JSON ({exc})") from None
+    if not isinstance(results, dict) or not results:
+        raise ValueError(f"{metrics}: expected a mapping of model name to metrics")
+    typer.echo(_results_table(results))
+
+
+# --------------------------------------------------------------------------- data
+
+
+@data_app.command("import")
+@report_user_errors
+def data_import(
+    name: Annotated[str, typer.Argument(help="Dataset name: the folder created in --data-dir.")],
+    source: Annotated[Path, typer.Option("--from", help="Folder to import (OpenKE or TSV).")],
+    data_dir: Annotated[Path, typer.Option(help="Where datasets live (data.dir).")
+                        ] = Path("data"),
+) -> None:
+    """Validate a dataset folder, then copy it to DATA_DIR/NAME.
+
+    The folder is checked first (layout, counts, id ranges, names); on any problem nothing is
+    written. An existing DATA_DIR/NAME is replaced only after the copy succeeded. Use it with
+    data.name: NAME in params.yaml.
+    """
+    from dhns.data import import_dataset
+
+    kg, warnings = import_dataset(name, source, data_dir)
+    _warn(warnings)
+    typer.echo(f"imported {name} into {data_dir / name}: {_summary_line(kg)}")
+
+
+@data_app.command("download")
+@report_user_errors
+def data_download(
+    name: Annotated[str, typer.Argument(help="DB15K, MKG-W or MKG-Y.")],
+    data_dir: Annotated[Path, typer.Option(help="Where datasets live (data.dir).")
+                        ] = Path("data"),
+    base_url: Annotated[str | None, typer.Option(
+        help="Fetch <URL>/<NAME>/<file> instead of the pinned GitHub URLs (mirrors).")] = None,
+) -> None:
+    """Download a benchmark (DB15K, MKG-W, MKG-Y) into DATA_DIR/NAME.
+
+    Files come from pinned commits of the NATIVE / K-ON repositories; every file's SHA-256 is
+    checked and the result is validated before it is moved into place.
+    """
+    from dhns.data import download_dataset, load_dataset
+
+    target = download_dataset(name, data_dir, base_url=base_url, progress=sys.stderr.isatty())
+    kg, warnings = load_dataset(target, name=name)
+    _warn(warnings)
+    typer.echo(f"downloaded {name} into {target}: {_summary_line(kg)}")
+
+
+@data_app.command("generate")
+@report_user_errors
+def data_generate(
+    out: Annotated[Path, typer.Option(help="Output folder (replaced atomically).")
+                   ] = Path("data/synthetic"),
+    params: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Generate the synthetic typed multimodal KG (TSV layout, with descriptions and PNG
+    images) from the data.synthetic section of the params file into OUT."""
+    from dhns.config import load_params
+    from dhns.data import generate_synthetic, load_dataset
+
+    cfg = load_params(params).data.synthetic
+    generate_synthetic(cfg, out)
+    kg, warnings = load_dataset(out)
+    _warn(warnings)
+    typer.echo(f"generated {out}: {_summary_line(kg)}")
+
+
+@data_app.command("info")
+@report_user_errors
+def data_info(
+    directory: Annotated[Path, typer.Argument(help="Dataset folder (OpenKE or TSV layout).")],
+) -> None:
+    """Validate a dataset folder and print its counts and warnings. Writes nothing."""
+    from dhns.data import load_dataset
+
+    kg, warnings = load_dataset(directory)
+    typer.echo(_table(["", "count"], [(k, v) for k, v in kg.summary().items()]))
+    typer.echo(f"{len(warnings)} warning(s)")
+    for warning in warnings:
+        typer.echo(f"  {warning}")
+
+
+# --------------------------------------------------------------------------- predict
+
+
+def resolve_name(query: str, names: Sequence[str], keys: Sequence[str], what: str) -> int:
+    """Index of ``query`` among names or keys: exact match first, then case-insensitive.
+
+    Raises ValueError when nothing (or more than one item) matches, with up to 3 close
+    suggestions.
+    """
+    for match in (lambda s: s == query, lambda s: s.casefold() == query.casefold()):
+        for column in (names, keys):
+            hits = sorted({i for i, s in enumerate(column) if match(s)})
+            if len(hits) == 1:
+                return hits[0]
+            if len(hits) > 1:
+                options = ", ".join(repr(keys[i]) for i in hits[:5])
+                raise ValueError(f"{what} {query!r} is ambiguous: give one of the keys {options}")
+    folded = {}
+    for s in list(names) + list(keys):
+        folded.setdefault(s.casefold(), s)
+    close = difflib.get_close_matches(query.casefold(), list(folded), n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(repr(folded[c]) for c in close)}?" if close else ""
+    raise ValueError(f"unknown {what} {query!r}{hint}")
+
+
+@app.command("predict")
+@report_user_errors
+def predict_command(
+    checkpoint: Annotated[Path, typer.Option(help="A KGE checkpoint (e.g. "
+                                             "artifacts/retrain/model.pt).")],
+    dataset: Annotated[Path, typer.Option(help="The dataset folder it was trained on "
+                                          "(names and known triples).")],
+    relation: Annotated[str, typer.Option(help="Relation name or key.")],
+    head: Annotated[str | None, typer.Option(help="Head entity: predict tails.")] = None,
+    tail: Annotated[str | None, typer.Option(help="Tail entity: predict heads.")] = None,
+    k: Annotated[int, typer.Option("-k", "--top", help="How many candidates to show.")] = 10,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N.")] = "cpu",
+) -> None:
+    """Top-k link prediction: tails of (HEAD, RELATION, ?) or heads of (?, RELATION, TAIL).
+
+    Entities and relations are matched by name or key (exact, then case-insensitive). Prints
+    rank, entity and score (higher is more plausible); a * marks answers known to be true
+    (in train, valid or test). Reads the checkpoint and the dataset; writes nothing.
+    """
+    import torch
+
+    if (head is None) == (tail is None):
+        raise ValueError("give exactly one of --head (predict tails) or --tail (predict heads)")
+    if k < 1:
+        raise ValueError("-k must be >= 1")
+    model, _, kg = _load_pair(checkpoint, dataset, device)
+    r = resolve_name(relation, kg.relation_names, kg.relation_keys, "relation")
+    anchor_name = head if head is not None else tail
+    assert anchor_name is not None
+    anchor = resolve_name(anchor_name, kg.entity_names, kg.entity_keys, "entity")
+    predictor = model.link_predictor()
+    dev = predictor.device
+    a_t = torch.tensor([anchor], device=dev)
+    r_t = torch.tensor([r], device=dev)
+    with torch.inference_mode():
+        if head is not None:
+            scores = predictor.score_tails(a_t, r_t)[0]
+        else:
+            scores = predictor.score_heads(r_t, a_t)[0]
+    top = torch.topk(scores.float().cpu(), min(k, kg.num_entities))
+
+    # Known true answers of this query, from every split.
+    triples = kg.all_triples()
+    anchor_col, answer_col = (0, 2) if head is not None else (2, 0)
+    hit = (triples[:, anchor_col] == anchor) & (triples[:, 1] == r)
+    known = set(triples[hit, answer_col].tolist())
+
+    h_name = kg.entity_names[anchor] if head is not None else "?"
+    t_name = kg.entity_names[anchor] if tail is not None else "?"
+    typer.echo(f"({h_name}, {kg.relation_names[r]}, {t_name}): top {len(top.indices)} of "
+               f"{kg.num_entities}; * = known true ({len(known)} in the dataset)")
+    rows = [(f"{rank}{'*' if int(i) in known else ''}", kg.entity_names[int(i)], f"{float(s):.4f}")
+            for rank, (s, i) in enumerate(zip(top.values, top.indices, strict=True), 1)]
+    typer.echo(_table(["rank", "entity", "score"], rows, align="rlr"))
+
