@@ -63,8 +63,11 @@ class MultimodalKGE(nn.Module):
             # Standardise features over the entities that have them: projections then start at
             # the same scale whatever the extractor.
             present = table[mask] if mask.any() else table
-            mean, std = present.mean(0), present.std(0).clamp_min(1e-6)
-            self.register_buffer(f"feat_{name}", ((table - mean) / std) * mask.unsqueeze(-1))
+            # correction=0: the std of a single present row is 0 (clamped), not NaN.
+            mean, std = present.mean(0), present.std(0, correction=0).clamp_min(1e-6)
+            # where, not multiply: a NaN/inf in a missing row must not survive as NaN * 0.
+            self.register_buffer(f"feat_{name}", torch.where(mask.unsqueeze(-1),
+                                                             (table - mean) / std, 0.0))
             self.register_buffer(f"mask_{name}", mask.bool().clone())
             proj = nn.Linear(dim, width, bias=False)
             nn.init.normal_(proj.weight, std=init / dim**0.5, generator=generator)
