@@ -255,11 +255,12 @@ def evaluate_command(
     ] = None,
     dataset: Annotated[Path | None, typer.Option(
         help="Dataset folder (OpenKE or TSV layout) to evaluate --checkpoint on.")] = None,
-    split: Annotated[str, typer.Option(help="test or valid (with --checkpoint).")] = "test",
-    batch_size: Annotated[int, typer.Option(help="Queries per batch (with --checkpoint).")
-                          ] = 256,
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N (with --checkpoint).")
-                      ] = "auto",
+    split: Annotated[str | None, typer.Option(
+        help="test or valid (with --checkpoint; default test).")] = None,
+    batch_size: Annotated[int | None, typer.Option(
+        help="Queries per batch (with --checkpoint; default 256).")] = None,
+    device: Annotated[str | None, typer.Option(
+        help="auto | cpu | cuda | cuda:N (with --checkpoint; default auto).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
 ) -> None:
     """Filtered link-prediction evaluation (MRR, MR, Hits@1/3/10; realistic and optimistic).
@@ -270,11 +271,16 @@ def evaluate_command(
     evaluates any checkpoint on any dataset folder and writes nothing.
     """
     if checkpoint is None and dataset is None:
+        if (split, batch_size, device) != (None, None, None):
+            raise ValueError("--split, --batch-size and --device go with --checkpoint; the "
+                             "stage reads eval.split, eval.batch_size and device from params")
         results = _run_stage("evaluate", params)
         typer.echo(json.dumps(results, indent=2) if as_json else _results_table(results))
         return
     if checkpoint is None or dataset is None:
         raise ValueError("--checkpoint and --dataset go together")
+    split = split or "test"
+    batch_size = 256 if batch_size is None else batch_size
     if split not in ("test", "valid"):
         raise ValueError(f"--split must be test or valid, got {split!r}")
     if batch_size < 1:
@@ -282,7 +288,7 @@ def evaluate_command(
 
     from dhns.evaluation import FilterIndex, evaluate, kg_test_categories
 
-    model, meta, kg = _load_pair(checkpoint, dataset, device)
+    model, meta, kg = _load_pair(checkpoint, dataset, device or "auto")
     triples = kg.test if split == "test" else kg.valid
     if len(triples) == 0:
         raise ValueError(f"{dataset}: the {split} split is empty")
@@ -454,10 +460,10 @@ def predict_command(
     if k < 1:
         raise ValueError("-k must be >= 1")
     model, _, kg = _load_pair(checkpoint, dataset, device)
-    r = resolve_name(relation, kg.relation_names, kg.relation_keys, "relation")
     anchor_name = head if head is not None else tail
     assert anchor_name is not None
     anchor = resolve_name(anchor_name, kg.entity_names, kg.entity_keys, "entity")
+    r = resolve_name(relation, kg.relation_names, kg.relation_keys, "relation")
     predictor = model.link_predictor()
     dev = predictor.device
     a_t = torch.tensor([anchor], device=dev)

@@ -192,3 +192,14 @@ def test_missing_stage_module_is_a_clear_error(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.chdir(tmp_path)
     result = runner.invoke(app, ["retrain"])
     assert_user_error(result, "stages/retrain.py")
+
+
+def test_evaluate_option_misuse(toy) -> None:
+    dataset, checkpoint = toy
+    alone = runner.invoke(app, ["evaluate", "--checkpoint", str(checkpoint)])
+    assert_user_error(alone, "--dataset")
+    stage_only = runner.invoke(app, ["evaluate", "--split", "valid"])
+    assert_user_error(stage_only, "--checkpoint")
+    zero = runner.invoke(app, ["evaluate", "--checkpoint", str(checkpoint), "--dataset",
+                               str(dataset), "--batch-size", "0"])
+    assert_user_error(zero, "--batch-size")
