@@ -26,6 +26,7 @@ def write_history(name: str, result: TrainResult, metrics_dir: Path, plots_dir: 
     lines = ["epoch,loss,valid_mrr"]
     for record in epochs:
         mrr = record.get("valid_mrr")
-        lines.append(f"{record['epoch']},{record['loss']:.6f},{'' if mrr is None else f'{mrr:.6f}'}")
+        mrr_text = "" if mrr is None else f"{mrr:.6f}"
+        lines.append(f"{record['epoch']},{record['loss']:.6f},{mrr_text}")
     atomic_write_text(plots_dir / f"{name}.csv", "\n".join(lines) + "\n")
     return summary

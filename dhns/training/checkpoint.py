@@ -57,3 +57,17 @@ def load_kge(path: str | Path, device: torch.device | str = "cpu"
     model = MultimodalKGE(KGEModelConfig(**obj["config"]))
     model.load_state_dict(obj["state_dict"])
     return model.to(device).eval(), obj["meta"]
+
+
+def save_sampler(path: str | Path, sampler: nn.Module, meta: dict | None = None) -> None:
+    save_checkpoint(path, "sampler", sampler, dict(sampler.hparams), meta)
+
+
+def load_sampler(path: str | Path, device: torch.device | str = "cpu"):
+    """Rebuild a :class:`DiffusionSampler`; returns ``(sampler in eval mode, meta)``."""
+    from dhns.diffusion.sampler import DiffusionSampler
+
+    obj = read_checkpoint(path, "sampler")
+    sampler = DiffusionSampler(**obj["config"])
+    sampler.load_state_dict(obj["state_dict"])
+    return sampler.to(device).eval(), obj["meta"]

@@ -1,0 +1,122 @@
+"""NTAT: negative triple-adaptive training with hardness-aware margins (DHNS spec, section 4).
+
+``L = L_KGC + lambda * L_HA``; this module provides ``lambda * L_HA`` as a loss term for the
+trainer. ``L_HA`` is the weighted mean over levels ``k`` and the three negative types
+``(h, r, t^)``, ``(h^, r, t)``, ``(h^, r, t^)`` of ``-log s(f(pos)) - log s(-f_k(neg))`` where,
+for distance models, ``f_k(neg) = gamma_k - dist(neg)`` with ``gamma_k = m_k * gamma``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from dhns.diffusion.sampler import DiffusionSampler
+from dhns.kge.model import MultimodalKGE
+from dhns.negatives.hierarchical import GeneratedNegatives, HierarchicalGenerator
+from dhns.negatives.pairs import diffusion_pairs
+
+
+def _replace(real: Tensor, real_mask: Tensor, generated: Tensor, generated_mask: Tensor
+             ) -> tuple[Tensor, Tensor]:
+    """Per-level modality embeddings ``(M, L*B, D)`` with generated rows swapped in."""
+    levels = generated.shape[0]
+    gen = generated.permute(1, 0, 2, 3)  # (M, L, B, D)
+    mixed = torch.where(generated_mask[:, None, :, None], gen, real[:, None])
+    mask = (real_mask | generated_mask)[:, None].expand(-1, levels, -1)
+    return mixed.flatten(1, 2), mask.flatten(1, 2)
+
+
+def hardness_aware_loss(model: MultimodalKGE, negatives: GeneratedNegatives,
+                        level_weights: list[float], level_margins: list[float] | None
+                        ) -> tuple[Tensor, dict[str, float]]:
+    """``L_HA`` for the positives of ``negatives.batch`` (B, 3); gradients reach the KGE only
+    through the real embeddings (generated rows are constants)."""
+    batch = negatives.batch
+    b = len(batch)
+    levels = negatives.tails.shape[0]
+    if len(level_weights) != levels or (level_margins is not None
+                                        and len(level_margins) != levels):
+        raise ValueError(f"{levels} hardness levels but {len(level_weights)} level weights"
+                         f" and {len(level_margins or [])} level margins")
+    emb, mask = model.modality_embeddings(torch.cat([batch[:, 0], batch[:, 2]]))
+    real_h, real_t, mask_h, mask_t = emb[:, :b], emb[:, b:], mask[:, :b], mask[:, b:]
+    e_h, e_t = model.fuse(real_h, mask_h), model.fuse(real_t, mask_t)  # (B, D)
+    r = model.relation[batch[:, 1]]
+    scorer = model.scorer
+    pos = scorer.score(e_h, r, e_t)  # (B,)
+    h_hat = model.fuse(*_replace(real_h, mask_h, negatives.heads, negatives.head_generated))
+    t_hat = model.fuse(*_replace(real_t, mask_t, negatives.tails, negatives.tail_generated))
+    h_hat, t_hat = h_hat.reshape(levels, b, -1), t_hat.reshape(levels, b, -1)
+    neg = torch.stack([scorer.score(e_h, r, t_hat), scorer.score(h_hat, r, e_t),
+                       scorer.score(h_hat, r, t_hat)])  # (3, L, B)
+    if scorer.distance_based and level_margins is not None:
+        # score = gamma - dist, so gamma_k - dist = score - gamma + m_k * gamma.
+        shift = torch.tensor(level_margins, device=neg.device) * scorer.gamma - scorer.gamma
+        neg = neg + shift[None, :, None]
+    per_level = (-F.logsigmoid(pos)[None, None] - F.logsigmoid(-neg)).mean(dim=(0, 2))  # (L,)
+    weights = torch.tensor(level_weights, device=per_level.device)
+    loss = (weights * per_level).sum() / weights.sum()
+    stats = {"l_ha": float(loss.detach())}
+    return loss, stats
+
+
+class NTATLoss:
+    """Trainer loss term ``lambda * L_HA`` with regeneration, subsetting and joint training.
+
+    Negatives are generated for the first ``generate_fraction`` of a batch and reused for
+    ``refresh_every`` steps (scored against the current embeddings each step), trading the
+    sampler's cost against freshness. With ``joint_lr`` set, the sampler also takes one
+    denoising step per generation on the current (detached) embeddings.
+    """
+
+    def __init__(self, generator: HierarchicalGenerator, lambda_ha: float,
+                 level_weights: list[float], level_margins: list[float] | None,
+                 rng: torch.Generator, refresh_every: int = 1, generate_fraction: float = 1.0,
+                 joint_lr: float | None = None) -> None:
+        self.generator = generator
+        self.lambda_ha = lambda_ha
+        self.level_weights = level_weights
+        self.level_margins = level_margins
+        self.rng = rng
+        self.refresh_every = max(1, refresh_every)
+        self.generate_fraction = generate_fraction
+        self.cached: GeneratedNegatives | None = None
+        sampler: DiffusionSampler = generator.sampler
+        self.joint_optimizer = (torch.optim.Adam(sampler.denoiser.parameters(), lr=joint_lr)
+                                if joint_lr else None)
+        self.seconds = {"generate": 0.0, "score": 0.0, "joint": 0.0}
+        self.generations = 0
+
+    def __call__(self, model: MultimodalKGE, batch: Tensor, step: int
+                 ) -> tuple[Tensor, dict[str, float]]:
+        if self.cached is None or step % self.refresh_every == 0:
+            count = max(1, math.ceil(self.generate_fraction * len(batch)))
+            sub = batch[:count]
+            start = time.perf_counter()
+            if self.joint_optimizer is not None:
+                self._joint_step(model, sub)
+            self.seconds["joint"] += time.perf_counter() - start
+            start = time.perf_counter()
+            self.cached = self.generator.generate(model, sub, self.rng)
+            self.seconds["generate"] += time.perf_counter() - start
+            self.generations += 1
+        start = time.perf_counter()
+        loss, stats = hardness_aware_loss(model, self.cached, self.level_weights,
+                                          self.level_margins)
+        self.seconds["score"] += time.perf_counter() - start
+        return self.lambda_ha * loss, stats
+
+    def _joint_step(self, model: MultimodalKGE, batch: Tensor) -> None:
+        sampler = self.generator.sampler
+        x0, c, stream = diffusion_pairs(model, batch, sampler.modalities)
+        sampler.train()
+        loss, _ = sampler.loss(x0, c, stream, self.rng)
+        self.joint_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.joint_optimizer.step()
+        sampler.eval()

@@ -1,0 +1,66 @@
+"""Continue training the pretrained KGE (shared by the ``uniform`` and ``retrain`` stages)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from dhns.config import Params, to_dict
+from dhns.device import resolve_device
+from dhns.kge.negatives import NegativeSampler
+from dhns.training.checkpoint import load_kge, save_kge
+from dhns.training.kgc import uniform_loss, validator
+from dhns.training.trainer import LossFn, Trainer
+from stages.common import (
+    METRICS,
+    PLOTS,
+    PRETRAIN_CKPT,
+    filter_index,
+    generator,
+    load_prepared,
+    log,
+)
+from stages.reporting import write_history
+
+
+def continue_training(params: Params, name: str, out: Path, extra_loss: LossFn | None,
+                      model=None, report: dict | None = None) -> dict:
+    """Train ``model`` (default: the pretrained checkpoint) for ``retrain.epochs``.
+
+    ``extra_loss`` is added to the ordinary self-adversarial loss (NTAT's L_HA for DHNS).
+    Both runs draw ordinary negatives from the same seed, so they differ only in L_HA.
+    """
+    kg = load_prepared()
+    device = resolve_device(params.device)
+    if model is None:
+        model, _ = load_kge(PRETRAIN_CKPT, device)
+    cfg = params.retrain
+    gen = generator(params, offset=3)
+    sampler = NegativeSampler(kg.num_entities, params.kge.num_negatives,
+                              mode=params.kge.negative_sampler, train=kg.train,
+                              num_relations=kg.num_relations)
+    base = uniform_loss(sampler, params.kge.adversarial_temperature, gen)
+    loss_fn = base
+    if extra_loss is not None:
+        def loss_fn(model, batch, step):
+            loss, stats = base(model, batch, step)
+            extra, extra_stats = extra_loss(model, batch, step)
+            return loss + extra, {**stats, **extra_stats}
+
+    validate = validator(kg.valid, filter_index(kg), kg.num_entities, params.pretrain.max_valid,
+                         params.eval.batch_size, generator(params, offset=99))
+    mrr0 = validate(model)
+    log(f"{name}: continuing from the pretrained checkpoint (valid MRR {mrr0:.4f}) "
+        f"for {cfg.epochs} epochs")
+    trainer = Trainer(model, kg.train, loss_fn, epochs=cfg.epochs, batch_size=cfg.batch_size,
+                      lr=cfg.lr, generator=gen, validate=validate, eval_every=cfg.eval_every,
+                      patience=0, log=log, progress=sys.stderr.isatty(), desc=name)
+    result = trainer.fit()
+    if not result.best_valid_mrr > mrr0:
+        # Selection on validation includes the starting point: never worse than pretrain.
+        model.load_state_dict(load_kge(PRETRAIN_CKPT, device)[0].state_dict())
+        result.best_epoch, result.best_valid_mrr = 0, mrr0
+    save_kge(out, model, meta={"dataset": kg.name, "stage": name, "params": to_dict(params),
+                               "best_epoch": result.best_epoch, "history": result.history})
+    return write_history(name, result, METRICS, PLOTS, extra={"start_valid_mrr": round(mrr0, 6),
+                                                              **(report or {})})

@@ -1,0 +1,19 @@
+"""Stage ``uniform``: the equal-budget baseline.
+
+Continues the pretrained checkpoint for ``retrain.epochs`` with ordinary negatives only, the
+same optimiser settings as the DHNS retrain: the honest ablation DHNS must beat.
+"""
+
+from __future__ import annotations
+
+from dhns.config import Params
+from stages.common import UNIFORM_CKPT, run_stage
+from stages.continued import continue_training
+
+
+def run(params: Params) -> dict:
+    return continue_training(params, "uniform", UNIFORM_CKPT, extra_loss=None)
+
+
+if __name__ == "__main__":
+    run_stage(run)
