@@ -76,16 +76,15 @@ class KnowledgeGraph:
             "test_categories": self.test_categories,
         }
         _atomic(directory / "triples.pt", lambda p: torch.save(tensors, p))
-        rows = [
-            [i, k, n, d or "", img or ""]
-            for i, (k, n, d, img) in enumerate(
-                zip(self.entity_keys, self.entity_names, self.descriptions, self.image_dirs)
-            )
-        ]
-        _atomic(directory / "entities.tsv", lambda p: _write_tsv(
-            p, ["id", "key", "name", "description", "image_dir"], rows))
-        rel_rows = [[i, k, n] for i, (k, n) in enumerate(zip(self.relation_keys, self.relation_names))]
-        _atomic(directory / "relations.tsv", lambda p: _write_tsv(p, ["id", "key", "name"], rel_rows))
+        columns = zip(self.entity_keys, self.entity_names, self.descriptions, self.image_dirs,
+                      strict=True)
+        rows = [[i, k, n, d or "", img or ""] for i, (k, n, d, img) in enumerate(columns)]
+        _atomic(directory / "entities.tsv",
+                lambda p: _write_tsv(p, ["id", "key", "name", "description", "image_dir"], rows))
+        rel_rows = [[i, k, n] for i, (k, n) in
+                    enumerate(zip(self.relation_keys, self.relation_names, strict=True))]
+        _atomic(directory / "relations.tsv",
+                lambda p: _write_tsv(p, ["id", "key", "name"], rel_rows))
 
     @classmethod
     def load(cls, directory: str | Path) -> KnowledgeGraph:
