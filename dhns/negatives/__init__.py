@@ -1,7 +1,7 @@
 """DHNS negatives: diffusion training pairs from a KGE, hierarchical generation, NTAT loss."""
 
 from dhns.negatives.hierarchical import GeneratedNegatives, HierarchicalGenerator
-from dhns.negatives.ntat import NTATLoss, hardness_aware_loss
+from dhns.negatives.ntat import NTATLoss, fuse_generated, hardness_aware_loss
 from dhns.negatives.pairs import DIRECTIONS, diffusion_pairs, sampler_modalities
 
 __all__ = [
@@ -10,6 +10,7 @@ __all__ = [
     "HierarchicalGenerator",
     "NTATLoss",
     "diffusion_pairs",
+    "fuse_generated",
     "hardness_aware_loss",
     "sampler_modalities",
 ]

@@ -31,6 +31,23 @@ def _replace(real: Tensor, real_mask: Tensor, generated: Tensor, generated_mask:
     return mixed.flatten(1, 2), mask.flatten(1, 2)
 
 
+def fuse_generated(model: MultimodalKGE, generated: Tensor, generated_mask: Tensor,
+                   real: Tensor | None = None, real_mask: Tensor | None = None) -> Tensor:
+    """Fused embeddings ``(L, B, D)`` of generated entities, by the KGE's own attention.
+
+    ``generated`` ``(L, M, B, D)`` and ``generated_mask`` ``(M, B)`` as in
+    :class:`GeneratedNegatives`. ``real`` ``(M, B, D)`` / ``real_mask`` ``(M, B)``: the replaced
+    entity's modality embeddings, kept where a modality was not generated (what NTAT does).
+    Without them the generated entity has only its generated modalities; every column of
+    ``generated_mask`` then needs at least one True.
+    """
+    levels, _, b, _ = generated.shape
+    if real is None or real_mask is None:
+        real = torch.zeros_like(generated[0])
+        real_mask = torch.zeros_like(generated_mask)
+    return model.fuse(*_replace(real, real_mask, generated, generated_mask)).reshape(levels, b, -1)
+
+
 def hardness_aware_loss(model: MultimodalKGE, negatives: GeneratedNegatives,
                         level_weights: list[float], level_margins: list[float] | None
                         ) -> tuple[Tensor, dict[str, float]]:
