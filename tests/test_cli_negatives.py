@@ -170,3 +170,22 @@ def test_option_misuse_and_mismatched_sampler(toy: dict[str, Path], tmp_path: Pa
 def test_help() -> None:
     result = runner.invoke(app, ["negatives", "--help"])
     assert result.exit_code == 0 and "hardness level" in result.output
+
+
+def test_bilinear_model_uses_euclidean_distance(toy: dict[str, Path], tmp_path: Path) -> None:
+    kg, _ = load_dataset(toy["dataset"])
+    model = MultimodalKGE(KGEModelConfig("distmult", 8, 6.0, kg.num_entities, kg.num_relations),
+                          generator=torch.Generator().manual_seed(1))
+    checkpoint, sampler = tmp_path / "distmult.pt", tmp_path / "sampler.pt"
+    save_kge(checkpoint, model)
+    torch.manual_seed(1)
+    save_sampler(sampler, DiffusionSampler(8, ["structure:tail", "structure:head"], steps=20))
+    head, relation, _ = query(toy)
+    result = runner.invoke(app, ["negatives", "--checkpoint", str(checkpoint), "--sampler",
+                                 str(sampler), "--dataset", str(toy["prepared"]), "--params",
+                                 str(toy["params"]), "--head", head, "--relation", relation,
+                                 "-k", "3"])
+    assert result.exit_code == 0, result.output
+    assert "by Euclidean distance" in result.stdout
+    levels = levels_of(result.stdout)
+    assert len(levels) == 3 and all(len(rows) == 3 for rows in levels.values())
