@@ -22,7 +22,7 @@ run: $(STAMP)
 	$(BIN)/dhns results
 
 test: $(STAMP)
-	$(BIN)/ruff check dhns stages tests bench
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
 clean:
