@@ -113,7 +113,8 @@ class Trainer:
                 self.model.eval()
                 mrr = self.validate(self.model)
                 record["valid_mrr"] = mrr
-                if not mrr <= result.best_valid_mrr:  # also true for the first (nan) compare
+                first = math.isnan(result.best_valid_mrr)
+                if not math.isnan(mrr) and (first or mrr > result.best_valid_mrr):
                     result.best_valid_mrr, result.best_epoch = mrr, epoch
                     best_state = copy.deepcopy(self.model.state_dict())
                     bad_evals = 0
