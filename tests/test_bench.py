@@ -1,0 +1,98 @@
+"""Smoke test of the throughput benchmark (bench/throughput.py) on a tiny generated KG."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from bench import throughput
+
+SMALL = ["--dim", "8", "--batch-size", "32", "--num-negatives", "4", "--batches", "2",
+         "--rounds", "2", "--eval-triples", "10", "--eval-batch-size", "4"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """Tiny tensors: intra-op threads only contend on a shared, loaded machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _write_openke(directory: Path, n_ent: int = 40, n_rel: int = 3) -> None:
+    """A random OpenKE-layout KG (``h t r`` rows with a count header)."""
+    gen = torch.Generator().manual_seed(0)
+    h = torch.randint(n_ent, (400,), generator=gen)
+    t = torch.randint(n_ent, (400,), generator=gen)
+    r = torch.randint(n_rel, (400,), generator=gen)
+    triples = torch.unique(torch.stack([h, t, r], 1), dim=0)
+    triples = triples[triples[:, 0] != triples[:, 1]]
+    triples = triples[torch.randperm(len(triples), generator=gen)]
+    splits = {"train": triples[:-40], "valid": triples[-40:-20], "test": triples[-20:]}
+    directory.mkdir()
+    for name, n in (("entity", n_ent), ("relation", n_rel)):
+        lines = [str(n)] + [f"{name}_{i}\t{i}" for i in range(n)]
+        (directory / f"{name}2id.txt").write_text("\n".join(lines) + "\n")
+    for split, rows in splits.items():
+        lines = [str(len(rows))] + [" ".join(map(str, row.tolist())) for row in rows]
+        (directory / f"{split}2id.txt").write_text("\n".join(lines) + "\n")
+
+
+def _check(out: Path, with_pykeen: bool) -> dict:
+    result = json.loads(out.read_text())
+    assert result["machine"]["cpu_count"] >= 1 and result["machine"]["torch"]
+    assert len(result["loadavg"]["before"]) in (0, 3) and result["loadavg"]["samples"]
+    assert set(result["training"]) >= {"ours_fp32", "ours_bf16"}
+    assert ("pykeen" in result["training"]) == with_pykeen
+    for section in ("training", "evaluation"):
+        for entry in result[section].values():
+            assert entry["triples_per_s"] > 0 and math.isfinite(entry["seconds_per_epoch"])
+    for section in ("training", "evaluation"):
+        for name, entry in result[section].items():
+            has_ratio = entry["ratio_ours_over_pykeen"] is not None
+            assert has_ratio == (with_pykeen and name != "pykeen")
+    assert result["evaluation"]["ours"]["timed_triples"] == 10
+    check = result["training"]["ours_bf16"]["loss_check"]
+    assert check["loss_rel_diff"] < 0.05 and check["entity_grad_cosine"] > 0.9
+    return result
+
+
+def test_bench_runs_without_pykeen(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "tiny"
+    _write_openke(data)
+    monkeypatch.setitem(sys.modules, "pykeen", None)  # import pykeen -> ImportError
+    monkeypatch.setitem(sys.modules, "pykeen.version", None)
+    assert throughput.pykeen_available() is None
+    out = tmp_path / "res" / "bench.json"
+    assert throughput.main(["--dataset-dir", str(data), "--out", str(out), *SMALL]) == 0
+    result = _check(out, with_pykeen=False)
+    assert result["pykeen_version"] is None
+    table = capsys.readouterr().out
+    assert table.startswith("| measurement |") and "link prediction" in table
+
+
+def test_bench_skip_pykeen_flag(tmp_path: Path) -> None:
+    data = tmp_path / "tiny"
+    _write_openke(data)
+    out = tmp_path / "bench.json"
+    argv = ["--dataset-dir", str(data), "--out", str(out), "--skip-pykeen", *SMALL]
+    assert throughput.main(argv) == 0
+    _check(out, with_pykeen=False)
+
+
+def test_bench_with_pykeen(tmp_path: Path) -> None:
+    pytest.importorskip("pykeen", reason="optional: pip install -r bench/requirements.txt")
+    data = tmp_path / "tiny"
+    _write_openke(data)
+    out = tmp_path / "bench.json"
+    assert throughput.main(["--dataset-dir", str(data), "--out", str(out), *SMALL]) == 0
+    result = _check(out, with_pykeen=True)
+    assert result["pykeen_version"] and result["training"]["pykeen"]["timed_triples"] == 64
