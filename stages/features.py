@@ -24,36 +24,29 @@ def _finish(name: str, table: FeatureTable, path: Path) -> dict:
     return report
 
 
-def run_text(params: Params) -> dict:
-    cfg = params.features.text
+def _run(params: Params, name: str, path: Path) -> dict:
+    cfg = getattr(params.features, name)
     kg = load_prepared()
     if cfg.precomputed:
         from dhns.features.precomputed import load_precomputed
         table = load_precomputed(cfg.precomputed, kg.num_entities)
     elif not cfg.enabled:
-        table = FeatureTable.empty(kg.num_entities, "features.text.enabled is false")
+        table = FeatureTable.empty(kg.num_entities, f"features.{name}.enabled is false")
+    elif name == "image" and not any(kg.image_dirs):
+        table = FeatureTable.empty(kg.num_entities, f"{kg.name} has no images")
     else:
-        from dhns.features.text import extract_text_features
-        table = extract_text_features(kg, cfg, resolve_device(params.device),
-                                      progress=sys.stderr.isatty())
-    return _finish("text", table, TEXT_FEATURES)
+        from dhns.features import extract_image_features, extract_text_features
+        extract = extract_text_features if name == "text" else extract_image_features
+        table = extract(kg, cfg, resolve_device(params.device), progress=sys.stderr.isatty())
+    return _finish(name, table, path)
+
+
+def run_text(params: Params) -> dict:
+    return _run(params, "text", TEXT_FEATURES)
 
 
 def run_image(params: Params) -> dict:
-    cfg = params.features.image
-    kg = load_prepared()
-    if cfg.precomputed:
-        from dhns.features.precomputed import load_precomputed
-        table = load_precomputed(cfg.precomputed, kg.num_entities)
-    elif not cfg.enabled:
-        table = FeatureTable.empty(kg.num_entities, "features.image.enabled is false")
-    elif not any(kg.image_dirs):
-        table = FeatureTable.empty(kg.num_entities, f"{kg.name} has no images")
-    else:
-        from dhns.features.image import extract_image_features
-        table = extract_image_features(kg, cfg, resolve_device(params.device),
-                                       progress=sys.stderr.isatty())
-    return _finish("image", table, IMAGE_FEATURES)
+    return _run(params, "image", IMAGE_FEATURES)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from torch import Tensor
 
 from dhns.kge.model import MultimodalKGE
 from dhns.negatives.hierarchical import HierarchicalGenerator
-from dhns.negatives.ntat import _replace
+from dhns.negatives.ntat import embed_with_generated
 
 
 @torch.no_grad()
@@ -21,15 +21,8 @@ def level_scores(model: MultimodalKGE, generator: HierarchicalGenerator, triples
     """Per-sample scores ``{"positive": (n,), "uniform": (2n,), "t=<k>": (2n,), ...}``."""
     n = len(triples)
     gen = generator.generate(model, triples, rng)
-    emb, mask = model.modality_embeddings(torch.cat([triples[:, 0], triples[:, 2]]))
-    real_h, real_t, mask_h, mask_t = emb[:, :n], emb[:, n:], mask[:, :n], mask[:, n:]
-    e_h, e_t = model.fuse(real_h, mask_h), model.fuse(real_t, mask_t)
-    r = model.relation[triples[:, 1]]
+    e_h, r, e_t, h_hat, t_hat = embed_with_generated(model, gen)
     score = model.scorer.score
-    levels = gen.tails.shape[0]
-    h_hat = model.fuse(*_replace(real_h, mask_h, gen.heads, gen.head_generated))
-    t_hat = model.fuse(*_replace(real_t, mask_t, gen.tails, gen.tail_generated))
-    h_hat, t_hat = h_hat.reshape(levels, n, -1), t_hat.reshape(levels, n, -1)
     random_ids = torch.randint(model.config.num_entities, (2, n), generator=rng)
     random_emb = model.entity_embeddings(random_ids.to(triples.device))
     out = {

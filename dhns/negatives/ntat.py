@@ -48,27 +48,33 @@ def fuse_generated(model: MultimodalKGE, generated: Tensor, generated_mask: Tens
     return model.fuse(*_replace(real, real_mask, generated, generated_mask)).reshape(levels, b, -1)
 
 
+def embed_with_generated(model: MultimodalKGE, negatives: GeneratedNegatives
+                         ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Fused ``e_h``, relation ``r``, ``e_t`` ``(B, D)`` of the positives and the generated
+    ``h^``, ``t^`` ``(L, B, D)`` (generated modality rows swapped into the real entity)."""
+    batch = negatives.batch
+    b = len(batch)
+    emb, mask = model.modality_embeddings(torch.cat([batch[:, 0], batch[:, 2]]))
+    real_h, real_t, mask_h, mask_t = emb[:, :b], emb[:, b:], mask[:, :b], mask[:, b:]
+    e_h, e_t = model.fuse(real_h, mask_h), model.fuse(real_t, mask_t)
+    h_hat = fuse_generated(model, negatives.heads, negatives.head_generated, real_h, mask_h)
+    t_hat = fuse_generated(model, negatives.tails, negatives.tail_generated, real_t, mask_t)
+    return e_h, model.relation[batch[:, 1]], e_t, h_hat, t_hat
+
+
 def hardness_aware_loss(model: MultimodalKGE, negatives: GeneratedNegatives,
                         level_weights: list[float], level_margins: list[float] | None
                         ) -> tuple[Tensor, dict[str, float]]:
     """``L_HA`` for the positives of ``negatives.batch`` (B, 3); gradients reach the KGE only
     through the real embeddings (generated rows are constants)."""
-    batch = negatives.batch
-    b = len(batch)
     levels = negatives.tails.shape[0]
     if len(level_weights) != levels or (level_margins is not None
                                         and len(level_margins) != levels):
         raise ValueError(f"{levels} hardness levels but {len(level_weights)} level weights"
                          f" and {len(level_margins or [])} level margins")
-    emb, mask = model.modality_embeddings(torch.cat([batch[:, 0], batch[:, 2]]))
-    real_h, real_t, mask_h, mask_t = emb[:, :b], emb[:, b:], mask[:, :b], mask[:, b:]
-    e_h, e_t = model.fuse(real_h, mask_h), model.fuse(real_t, mask_t)  # (B, D)
-    r = model.relation[batch[:, 1]]
+    e_h, r, e_t, h_hat, t_hat = embed_with_generated(model, negatives)
     scorer = model.scorer
     pos = scorer.score(e_h, r, e_t)  # (B,)
-    h_hat = model.fuse(*_replace(real_h, mask_h, negatives.heads, negatives.head_generated))
-    t_hat = model.fuse(*_replace(real_t, mask_t, negatives.tails, negatives.tail_generated))
-    h_hat, t_hat = h_hat.reshape(levels, b, -1), t_hat.reshape(levels, b, -1)
     neg = torch.stack([scorer.score(e_h, r, t_hat), scorer.score(h_hat, r, e_t),
                        scorer.score(h_hat, r, t_hat)])  # (3, L, B)
     if scorer.distance_based and level_margins is not None:
