@@ -59,7 +59,7 @@ class BenchConfig:
     batch_size: int = 1024
     lr: float = 1e-3
     batches: int = 20  # timed training batches per system (split over the rounds)
-    rounds: int = 4
+    rounds: int = 10  # interleaving rounds (more, shorter rounds: fairer under bursty load)
     eval_triples: int = 500  # test triples ranked per system (split over the rounds)
     eval_batch_size: int = 256
     bf16: bool = True
@@ -103,12 +103,15 @@ class Bf16RotatE(RotatE):
 
     CPU autocast does not cover elementwise ops (sub, hypot), so the inputs of ``match`` are
     cast explicitly; the sum over ``D`` accumulates into fp32 so scores keep fp32 resolution.
+    Not ``hypot``: bf16 rounding makes both differences exactly 0 for thousands of elements
+    per batch, where hypot's gradient is 0/0 = NaN (the weights are NaN after one step).
     """
 
     def match(self, query: Tensor, candidate: Tensor) -> Tensor:
         q_re, q_im = query.to(torch.bfloat16).chunk(2, dim=-1)
         c_re, c_im = candidate.to(torch.bfloat16).chunk(2, dim=-1)
-        dist = torch.hypot(q_re - c_re, q_im - c_im).sum(dim=-1, dtype=torch.float32)
+        dx, dy = q_re - c_re, q_im - c_im
+        dist = torch.sqrt(dx * dx + dy * dy + 1e-30).sum(dim=-1, dtype=torch.float32)
         return self.gamma - dist
 
 
@@ -130,6 +133,7 @@ class OursTrainer:
         self.batch_size = cfg.batch_size
         self.order = torch.randperm(len(kg.train), generator=self.generator)
         self.cursor = 0
+        self.last_loss = float("nan")
 
     def next_batch(self) -> Tensor:
         if self.cursor + self.batch_size > len(self.order):
@@ -151,7 +155,7 @@ class OursTrainer:
     def run(self, n: int) -> tuple[int, float]:
         start = time.perf_counter()
         for _ in range(n):
-            self.step()
+            self.last_loss = self.step()
         return n * self.batch_size, time.perf_counter() - start
 
 
@@ -177,6 +181,8 @@ def bf16_loss_check(kg: KnowledgeGraph, cfg: BenchConfig) -> dict[str, float]:
         pos16 = score_with_negatives(model, batch, negatives)[0]
     cos = torch.nn.functional.cosine_similarity(g32.flatten(), g16.flatten(), dim=0)
     return {
+        "grad_nonfinite_fp32": int((~g32.isfinite()).sum()),
+        "grad_nonfinite_bf16": int((~g16.isfinite()).sum()),
         "loss_fp32": l32,
         "loss_bf16": l16,
         "loss_abs_diff": abs(l32 - l16),
@@ -369,6 +375,9 @@ def run_benchmark(kg: KnowledgeGraph, cfg: BenchConfig, use_pykeen: bool = True,
     training = {}
     for name, t in train_timing.items():
         training[name] = entry(t, n_train, None if name == "pykeen" else pk_train)
+    for name, trainer in trainers.items():
+        if isinstance(trainer, OursTrainer):  # finite: the timed steps did real work
+            training[name]["last_loss"] = round(trainer.last_loss, 6)
     if bf16_check is not None:
         training["ours_bf16"]["loss_check"] = bf16_check
     evaluation = {name: entry(t, n_test, None if name == "pykeen" else pk_eval)

@@ -61,6 +61,9 @@ def _check(out: Path, with_pykeen: bool) -> dict:
     assert result["evaluation"]["ours"]["timed_triples"] == 10
     check = result["training"]["ours_bf16"]["loss_check"]
     assert check["loss_rel_diff"] < 0.05 and check["entity_grad_cosine"] > 0.9
+    assert check["grad_nonfinite_bf16"] == 0 == check["grad_nonfinite_fp32"]
+    assert all(math.isfinite(result["training"][k]["last_loss"])
+               for k in ("ours_fp32", "ours_bf16"))
     return result
 
 
