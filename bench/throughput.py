@@ -179,7 +179,8 @@ def bf16_loss_check(kg: KnowledgeGraph, cfg: BenchConfig) -> dict[str, float]:
         pos32 = score_with_negatives(model, batch, negatives)[0]
         model.scorer = Bf16RotatE(cfg.dim, cfg.gamma)
         pos16 = score_with_negatives(model, batch, negatives)[0]
-    cos = torch.nn.functional.cosine_similarity(g32.flatten(), g16.flatten(), dim=0)
+    cos = torch.nn.functional.cosine_similarity(g32.double().flatten(), g16.double().flatten(),
+                                                dim=0)
     return {
         "grad_nonfinite_fp32": int((~g32.isfinite()).sum()),
         "grad_nonfinite_bf16": int((~g16.isfinite()).sum()),
