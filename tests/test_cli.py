@@ -51,7 +51,7 @@ def assert_user_error(result, *fragments: str) -> str:
 def test_help_lists_every_command() -> None:
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
-    for name in [*STAGES, "data", "predict", "results"]:
+    for name in [*STAGES, "data", "predict", "results", "negatives"]:
         assert name in result.output
     data = runner.invoke(app, ["data", "--help"])
     for name in ("import", "download", "generate", "info"):
