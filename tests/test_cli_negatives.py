@@ -21,14 +21,6 @@ runner = CliRunner()
 LEVELS = [0.1, 0.3, 0.5]  # T = 20 -> t = 2, 6, 10
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A tiny dataset (raw and prepared), an untrained structure + text RotatE checkpoint, a

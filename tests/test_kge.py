@@ -30,15 +30,6 @@ def gen(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: intra-op threads only contend on a shared, loaded machine (40x slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def features(seed: int = 1) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Text and image tables with some entities missing each modality (rows zero, per spec)."""
     g = gen(seed)
