@@ -24,7 +24,7 @@ from dhns.data.validate import (
     check_id_range,
     derive_name,
     find_image_dirs,
-    finish_splits,
+    finish_graph,
     local_name,
     nonblank,
     parse_int_rows,
@@ -32,7 +32,6 @@ from dhns.data.validate import (
     read_descriptions,
     read_lines,
     read_names_tsv,
-    to_tensor,
 )
 
 MARKER = "train2id.txt"
@@ -185,19 +184,8 @@ def load_openke(
             descriptions[i] = d
     image_dirs = find_image_dirs(directory / "images", [str(i) for i in range(n)])
 
-    splits, split_msgs = finish_splits(splits, n, r, clean_valid)
+    kg, split_msgs = finish_graph(name, entity_keys, entity_names, relation_keys,
+                                  relation_names, splits, clean_valid, descriptions,
+                                  image_dirs, categories)
     warnings += split_msgs
-    kg = KnowledgeGraph(
-        name=name,
-        entity_keys=entity_keys,
-        entity_names=entity_names,
-        relation_keys=relation_keys,
-        relation_names=relation_names,
-        train=to_tensor(splits["train"]),
-        valid=to_tensor(splits["valid"]),
-        test=to_tensor(splits["test"]),
-        descriptions=descriptions,
-        image_dirs=image_dirs,
-        test_categories=categories,
-    )
     return kg, warnings

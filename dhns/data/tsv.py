@@ -21,11 +21,10 @@ from dhns.data.validate import (
     SPLITS,
     derive_name,
     find_image_dirs,
-    finish_splits,
+    finish_graph,
     nonblank,
     read_descriptions,
     read_lines,
-    to_tensor,
 )
 
 MARKER = "train.tsv"
@@ -99,7 +98,7 @@ def load_tsv(
     relation_keys = [str(k) for k in rel_uniques]
     entity_names = [derive_name(k) for k in entity_keys]
     relation_names = [derive_name(k, relation=True) for k in relation_keys]
-    n, r = len(entity_keys), len(relation_keys)
+    n = len(entity_keys)
     ids = {k: i for i, k in enumerate(entity_keys)}
 
     descriptions: list[str | None] = [None] * n
@@ -113,18 +112,8 @@ def load_tsv(
             descriptions[i] = d
     image_dirs = find_image_dirs(directory / "images", entity_keys)
 
-    splits, split_msgs = finish_splits(splits, n, r, clean_valid)
+    kg, split_msgs = finish_graph(name, entity_keys, entity_names, relation_keys,
+                                  relation_names, splits, clean_valid, descriptions,
+                                  image_dirs)
     warnings += split_msgs
-    kg = KnowledgeGraph(
-        name=name,
-        entity_keys=entity_keys,
-        entity_names=entity_names,
-        relation_keys=relation_keys,
-        relation_names=relation_names,
-        train=to_tensor(splits["train"]),
-        valid=to_tensor(splits["valid"]),
-        test=to_tensor(splits["test"]),
-        descriptions=descriptions,
-        image_dirs=image_dirs,
-    )
     return kg, warnings

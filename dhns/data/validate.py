@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from dhns.data.errors import DataError
+from dhns.data.kg import KnowledgeGraph
 
 SPLITS = ("train", "valid", "test")
 
@@ -326,3 +327,33 @@ def finish_splits(
             warnings.append(msg)
     warnings += unseen_warnings(splits, num_entities)
     return splits, warnings
+
+
+def finish_graph(
+    name: str,
+    entity_keys: list[str],
+    entity_names: list[str],
+    relation_keys: list[str],
+    relation_names: list[str],
+    splits: dict[str, np.ndarray],
+    clean: bool,
+    descriptions: list[str | None],
+    image_dirs: list[str | None],
+    test_categories: torch.Tensor | None = None,
+) -> tuple[KnowledgeGraph, list[str]]:
+    """The loaders' common last step: :func:`finish_splits`, then the :class:`KnowledgeGraph`."""
+    splits, warnings = finish_splits(splits, len(entity_keys), len(relation_keys), clean)
+    kg = KnowledgeGraph(
+        name=name,
+        entity_keys=entity_keys,
+        entity_names=entity_names,
+        relation_keys=relation_keys,
+        relation_names=relation_names,
+        train=to_tensor(splits["train"]),
+        valid=to_tensor(splits["valid"]),
+        test=to_tensor(splits["test"]),
+        descriptions=descriptions,
+        image_dirs=image_dirs,
+        test_categories=test_categories,
+    )
+    return kg, warnings
