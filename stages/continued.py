@@ -23,17 +23,16 @@ from stages.common import (
 from stages.reporting import write_history
 
 
-def continue_training(params: Params, name: str, out: Path, extra_loss: LossFn | None,
-                      model=None, report: dict | None = None) -> dict:
-    """Train ``model`` (default: the pretrained checkpoint) for ``retrain.epochs``.
+def continue_training(params: Params, name: str, out: Path, extra_loss: LossFn | None) -> dict:
+    """Continue the pretrained checkpoint for ``retrain.epochs``; the starting weights take part
+    in model selection, so the result is never worse than pretrain on validation.
 
     ``extra_loss`` is added to the ordinary self-adversarial loss (NTAT's L_HA for DHNS).
     Both runs draw ordinary negatives from the same seed, so they differ only in L_HA.
     """
     kg = load_prepared()
     device = resolve_device(params.device)
-    if model is None:
-        model, _ = load_kge(PRETRAIN_CKPT, device)
+    model, _ = load_kge(PRETRAIN_CKPT, device)
     cfg = params.retrain
     gen = generator(params, offset=3)
     sampler = NegativeSampler(kg.num_entities, params.kge.num_negatives,
@@ -49,18 +48,13 @@ def continue_training(params: Params, name: str, out: Path, extra_loss: LossFn |
 
     validate = validator(kg.valid, filter_index(kg), kg.num_entities, params.pretrain.max_valid,
                          params.eval.batch_size, generator(params, offset=99))
-    mrr0 = validate(model)
-    log(f"{name}: continuing from the pretrained checkpoint (valid MRR {mrr0:.4f}) "
-        f"for {cfg.epochs} epochs")
+    log(f"{name}: continuing from the pretrained checkpoint for {cfg.epochs} epochs")
     trainer = Trainer(model, kg.train, loss_fn, epochs=cfg.epochs, batch_size=cfg.batch_size,
                       lr=cfg.lr, generator=gen, validate=validate, eval_every=cfg.eval_every,
-                      patience=0, log=log, progress=sys.stderr.isatty(), desc=name)
+                      patience=0, log=log, progress=sys.stderr.isatty(), desc=name,
+                      validate_start=True)
     result = trainer.fit()
-    if not result.best_valid_mrr > mrr0:
-        # Selection on validation includes the starting point: never worse than pretrain.
-        model.load_state_dict(load_kge(PRETRAIN_CKPT, device)[0].state_dict())
-        result.best_epoch, result.best_valid_mrr = 0, mrr0
     save_kge(out, model, meta={"dataset": kg.name, "stage": name, "params": to_dict(params),
                                "best_epoch": result.best_epoch, "history": result.history})
-    return write_history(name, result, METRICS, PLOTS, extra={"start_valid_mrr": round(mrr0, 6),
-                                                              **(report or {})})
+    return write_history(name, result, METRICS, PLOTS,
+                         extra={"start_valid_mrr": round(result.start_valid_mrr, 6)})

@@ -106,7 +106,8 @@ def drift_loss(model: MultimodalKGE, batch: torch.Tensor, step: int):
 
 
 def fake_trainer(scores: list[float], epochs: int, patience: int, snapshots: list,
-                 eval_every: int = 1) -> tuple[Trainer, list[float]]:
+                 eval_every: int = 1, validate_start: bool = False
+                 ) -> tuple[Trainer, list[float]]:
     model = toy_model()
     calls: list[float] = []
 
@@ -119,7 +120,8 @@ def fake_trainer(scores: list[float], epochs: int, patience: int, snapshots: lis
     train = torch.tensor([[0, 0, 1], [2, 1, 3], [4, 0, 5], [6, 1, 7], [8, 0, 9]])
     trainer = Trainer(model, train, drift_loss, epochs=epochs, batch_size=2, lr=0.05,
                       generator=gen(0), validate=validate, eval_every=eval_every,
-                      patience=patience, progress=False, log=lambda _msg: None)
+                      patience=patience, progress=False, log=lambda _msg: None,
+                      validate_start=validate_start)
     return trainer, calls
 
 
@@ -151,6 +153,26 @@ def test_no_early_stop_without_patience_keeps_best() -> None:
     assert [rec["epoch"] for rec in result.history if "valid_mrr" in rec] == [2, 4, 6]
     assert result.best_epoch == 2
     assert torch.equal(trainer.model.entity.detach(), snapshots[0]["entity"])
+
+
+def test_validate_start_keeps_starting_weights_when_nothing_beats_them() -> None:
+    snapshots: list[dict] = []
+    trainer, calls = fake_trainer([0.5, 0.4, 0.5, 0.3], epochs=3, patience=0,
+                                  snapshots=snapshots, validate_start=True)
+    result = trainer.fit()
+    assert calls == [0.5, 0.4, 0.5, 0.3]  # epoch 0, then every epoch
+    assert (result.best_epoch, result.best_valid_mrr, result.start_valid_mrr) == (0, 0.5, 0.5)
+    for key, value in snapshots[0].items():  # a tie (epoch 2) does not replace the start
+        assert torch.equal(trainer.model.state_dict()[key], value), key
+
+
+def test_validate_start_takes_a_later_improvement() -> None:
+    snapshots: list[dict] = []
+    trainer, _ = fake_trainer([0.2, 0.1, 0.6], epochs=2, patience=0, snapshots=snapshots,
+                              validate_start=True)
+    result = trainer.fit()
+    assert (result.best_epoch, result.best_valid_mrr) == (2, 0.6)
+    assert torch.equal(trainer.model.entity.detach(), snapshots[2]["entity"])
 
 
 def test_without_validation_keeps_last_weights() -> None:

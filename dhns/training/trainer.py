@@ -35,6 +35,7 @@ class TrainResult:
     best_valid_mrr: float = float("nan")
     seconds: float = 0.0
     stopped_early: bool = False
+    start_valid_mrr: float = float("nan")
 
 
 class Trainer:
@@ -61,6 +62,7 @@ class Trainer:
         progress: bool = True,
         desc: str = "train",
         on_epoch_end: Callable[[dict], None] | None = None,
+        validate_start: bool = False,
     ) -> None:
         self.model = model
         self.train = train
@@ -76,6 +78,9 @@ class Trainer:
         self.progress = progress and self.main
         self.desc = desc
         self.on_epoch_end = on_epoch_end
+        # Continued training: the starting weights are a candidate too (epoch 0), so model
+        # selection can never end worse than where it began.
+        self.validate_start = validate_start and validate is not None
         self.optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad],
                                           lr=lr)
         self.step = 0
@@ -86,6 +91,11 @@ class Trainer:
         result = TrainResult()
         best_state = None
         bad_evals = 0
+        if self.validate_start:
+            self.model.eval()
+            result.start_valid_mrr = result.best_valid_mrr = self.validate(self.model)
+            best_state = copy.deepcopy(self.model.state_dict())
+            self.log(f"{self.desc}: starting valid MRR {result.start_valid_mrr:.4f}")
         start = time.perf_counter()
         steps_per_epoch = math.ceil(len(train) / self.batch_size)
         for epoch in range(1, self.epochs + 1):
