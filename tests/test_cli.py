@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_checks import assert_user_error
 from typer.testing import CliRunner
 
 from dhns.cli import app
@@ -35,17 +36,6 @@ def toy(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     checkpoint = root / "model.pt"
     save_kge(checkpoint, model, meta={"dataset": kg.name})
     return dataset, checkpoint
-
-
-def assert_user_error(result, *fragments: str) -> str:
-    """Exit code 1, one ``error:`` line on stderr, no traceback."""
-    assert result.exit_code == 1, result.output
-    assert "Traceback" not in result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0]
-    return lines[0]
 
 
 def test_help_lists_every_command() -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_checks import assert_user_error
 from typer.testing import CliRunner
 
 from dhns.cli import app
@@ -70,16 +71,6 @@ def levels_of(output: str) -> dict[str, list[list[str]]]:
         assert lines[1].split() == ["rank", "entity", "distance", "score"]
         out[lines[0]] = [re.split(r"\s{2,}", line.strip()) for line in lines[3:]]
     return out
-
-
-def assert_user_error(result, *fragments: str) -> str:
-    assert result.exit_code == 1, result.output
-    assert "Traceback" not in result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0]
-    return lines[0]
 
 
 def query(toy: dict[str, Path]) -> tuple[str, str, str]:
