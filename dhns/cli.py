@@ -261,6 +261,8 @@ def evaluate_command(
         help="Queries per batch (with --checkpoint; default 256).")] = None,
     device: Annotated[str | None, typer.Option(
         help="auto | cpu | cuda | cuda:N (with --checkpoint; default auto).")] = None,
+    compile: Annotated[bool, typer.Option(
+        help="Fuse the score kernel with torch.compile (with --checkpoint).")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
 ) -> None:
     """Filtered link-prediction evaluation (MRR, MR, Hits@1/3/10; realistic and optimistic).
@@ -287,8 +289,12 @@ def evaluate_command(
         raise ValueError("--batch-size must be >= 1")
 
     from dhns.evaluation import FilterIndex, evaluate, kg_test_categories
+    from dhns.kge.build import compile_scoring
 
     model, meta, kg = _load_pair(checkpoint, dataset, device or "auto")
+    note = compile_scoring(model, compile, model.entity.device)
+    if note.startswith("warning"):
+        typer.echo(note, err=True)
     triples = kg.test if split == "test" else kg.valid
     if len(triples) == 0:
         raise ValueError(f"{dataset}: the {split} split is empty")

@@ -40,6 +40,7 @@ class DataConfig:
     name: str = "synthetic"
     dir: str = "data"
     clean_valid: bool = True
+    min_valid: int = 500
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
 
@@ -78,6 +79,7 @@ class KGEConfig:
     adversarial_temperature: float = 1.0
     num_negatives: int = 64
     negative_sampler: Literal["uniform", "bernoulli"] = "uniform"
+    compile: bool = True
 
 
 @dataclass

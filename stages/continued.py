@@ -7,6 +7,7 @@ from pathlib import Path
 
 from dhns.config import Params, to_dict
 from dhns.device import resolve_device
+from dhns.kge.build import compile_scoring
 from dhns.kge.negatives import NegativeSampler
 from dhns.training.checkpoint import load_kge, save_kge
 from dhns.training.kgc import uniform_loss, validator
@@ -33,6 +34,7 @@ def continue_training(params: Params, name: str, out: Path, extra_loss: LossFn |
     kg = load_prepared()
     device = resolve_device(params.device)
     model, _ = load_kge(PRETRAIN_CKPT, device)
+    log(compile_scoring(model, params.kge.compile, device))
     cfg = params.retrain
     gen = generator(params, offset=3)
     sampler = NegativeSampler(kg.num_entities, params.kge.num_negatives,

@@ -10,6 +10,7 @@ from dhns.device import resolve_device
 from dhns.evaluation.categories import kg_test_categories
 from dhns.evaluation.evaluator import evaluate
 from dhns.io import atomic_write_json
+from dhns.kge.build import compile_scoring
 from dhns.training.checkpoint import load_kge
 from stages.common import (
     DHNS_CKPT,
@@ -35,6 +36,9 @@ def run(params: Params, checkpoints: dict[str, Path] | None = None) -> dict:
     results = {}
     for name, path in (checkpoints or CHECKPOINTS).items():
         model, meta = load_kge(path, device)
+        note = compile_scoring(model, params.kge.compile, device)
+        if name == next(iter(checkpoints or CHECKPOINTS)):
+            log(note)
         metrics = evaluate(model.link_predictor(), triples, index, kg.num_entities,
                            categories=categories, batch_size=params.eval.batch_size,
                            progress=sys.stderr.isatty())

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
+
+import torch
 
 from dhns.config import Params
 from dhns.data import load_dataset
+from dhns.data.validate import top_up_valid
 from dhns.io import atomic_write_json
 from stages.common import METRICS, PREPARED, log, run_stage
 
@@ -17,6 +21,12 @@ def run(params: Params) -> dict:
             f"{source}: dataset not found; bring it in with `dhns data import "
             f"{params.data.name} --from DIR` or `dhns data download {params.data.name}`")
     kg, warnings = load_dataset(source, params.data.name, clean_valid=params.data.clean_valid)
+    # A fixed seed, not params.seed: seeds vary training, never the data split.
+    train, valid, msg = top_up_valid(kg.train, kg.valid, params.data.min_valid,
+                                     torch.Generator().manual_seed(0))
+    if msg:
+        kg = dataclasses.replace(kg, train=train, valid=valid)
+        warnings.append(msg)
     for warning in warnings:
         log(f"warning: {warning}")
     kg.save(PREPARED)

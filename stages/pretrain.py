@@ -6,7 +6,7 @@ import sys
 
 from dhns.config import Params, to_dict
 from dhns.device import resolve_device
-from dhns.kge.build import build_kge
+from dhns.kge.build import build_kge, compile_scoring
 from dhns.kge.negatives import NegativeSampler
 from dhns.training.checkpoint import save_kge
 from dhns.training.kgc import uniform_loss, validator
@@ -35,6 +35,7 @@ def run(params: Params) -> dict:
     log(f"pretrain {params.kge.model} on {kg.name}: modalities {model.modalities}, "
         f"{sum(p.numel() for p in model.parameters())} parameters, device {device}")
     model.to(device)
+    log(compile_scoring(model, params.kge.compile, device))
     cfg = params.pretrain
     sampler = NegativeSampler(kg.num_entities, params.kge.num_negatives,
                               mode=params.kge.negative_sampler, train=kg.train,

@@ -14,7 +14,7 @@ import torch
 from bench import throughput
 
 SMALL = ["--dim", "8", "--batch-size", "32", "--num-negatives", "4", "--batches", "2",
-         "--rounds", "2", "--eval-triples", "10", "--eval-batch-size", "4"]
+         "--rounds", "2", "--eval-triples", "10", "--eval-batch-size", "4", "--bf16"]
 
 
 @pytest.fixture(autouse=True)
@@ -49,7 +49,7 @@ def _check(out: Path, with_pykeen: bool) -> dict:
     result = json.loads(out.read_text())
     assert result["machine"]["cpu_count"] >= 1 and result["machine"]["torch"]
     assert len(result["loadavg"]["before"]) in (0, 3) and result["loadavg"]["samples"]
-    assert set(result["training"]) >= {"ours_fp32", "ours_bf16"}
+    assert set(result["training"]) >= {"ours_fused", "ours_eager", "ours_bf16"}
     assert ("pykeen" in result["training"]) == with_pykeen
     for section in ("training", "evaluation"):
         for entry in result[section].values():
@@ -58,12 +58,13 @@ def _check(out: Path, with_pykeen: bool) -> dict:
         for name, entry in result[section].items():
             has_ratio = entry["ratio_ours_over_pykeen"] is not None
             assert has_ratio == (with_pykeen and name != "pykeen")
-    assert result["evaluation"]["ours"]["timed_triples"] == 10
+    assert result["evaluation"]["ours_fused"]["timed_triples"] == 10
+    assert result["evaluation"]["ours_eager"]["timed_triples"] == 10
     check = result["training"]["ours_bf16"]["loss_check"]
     assert check["loss_rel_diff"] < 0.05 and check["entity_grad_cosine"] > 0.9
     assert check["grad_nonfinite_bf16"] == 0 == check["grad_nonfinite_fp32"]
     assert all(math.isfinite(result["training"][k]["last_loss"])
-               for k in ("ours_fp32", "ours_bf16"))
+               for k in ("ours_fused", "ours_eager", "ours_bf16"))
     return result
 
 

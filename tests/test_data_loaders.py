@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from dhns.data import DataError, load_dataset
+from dhns.data.validate import top_up_valid
 
 
 def write(path: Path, text: str) -> Path:
@@ -121,11 +122,32 @@ def test_duplicates_overlap_and_clean_valid(tmp_path: Path) -> None:
     assert "valid/test: 1 unique triples occur in both splits" in warnings
 
     kg, warnings = load_dataset(root)
-    assert kg.valid.tolist() == [[0, 1, 2], [0, 0, 1]]  # order kept, first occurrence
+    # order kept, first occurrence; (0, 0, 1) is a training triple, (0, 0, 3) a test triple
+    assert kg.valid.tolist() == [[0, 1, 2]]
     assert (
-        "valid cleaned: 4 rows -> 3 unique triples -> 2 after dropping 1 that are also in test "
-        "(clean_valid=True)" in warnings
+        "valid cleaned: 4 rows -> 3 unique triples -> 1 after dropping 1 that are also in test "
+        "and 1 that are also in train (clean_valid=True)" in warnings
     )
+
+
+def test_top_up_valid_moves_training_triples_keeping_every_entity() -> None:
+    # entity 4 has one training triple only: that triple must stay in train
+    train = torch.tensor([[0, 0, 1], [1, 0, 2], [2, 0, 3], [3, 0, 0], [0, 1, 2], [1, 1, 3],
+                          [3, 1, 4]])
+    valid = torch.tensor([[0, 1, 1]])
+    new_train, new_valid, msg = top_up_valid(train, valid, 4, torch.Generator().manual_seed(0))
+    assert len(new_valid) == 4 and len(new_train) == 4
+    assert new_valid[0].tolist() == [0, 1, 1]
+    assert [3, 1, 4] in new_train.tolist()
+    together = sorted(new_train.tolist() + new_valid[1:].tolist())
+    assert together == sorted(train.tolist())  # moved, not copied or lost
+    seen = set(new_train[:, 0].tolist()) | set(new_train[:, 2].tolist())
+    assert seen == {0, 1, 2, 3, 4}
+    assert msg == ("valid topped up from 1 to 4 triples with 3 held out of train "
+                   "(data.min_valid=4); train 7 -> 4")
+    again = top_up_valid(train, valid, 4, torch.Generator().manual_seed(0))
+    assert torch.equal(again[1], new_valid)  # deterministic
+    assert top_up_valid(train, valid, 1, torch.Generator())[2] is None
 
 
 def test_clean_valid_is_noop_on_clean_data(tmp_path: Path) -> None:
@@ -211,7 +233,7 @@ def test_error_str_without_line() -> None:
 
 EXPECTED = {
     # entities, relations, train, valid (raw), test, valid after cleaning
-    "DB15K": (12842, 279, 79222, 9904, 9902, 6657),
+    "DB15K": (12842, 279, 79222, 9904, 9902, 73),
     "MKG-W": (15000, 169, 34196, 4276, 4274, 4276),
     "MKG-Y": (15000, 28, 21310, 2665, 2663, 2665),
 }
@@ -231,7 +253,8 @@ def test_shared_benchmark_counts(shared_data: Path, name: str) -> None:
     assert len(kg.valid) == n_clean
     if name == "DB15K":
         assert kg.entity_names[0] == "Anarchism" and kg.relation_names[0] == "see also"
-        assert any("9904 rows -> 7481 unique triples -> 6657" in w for w in warnings)
+        assert any("9904 rows -> 7481 unique triples -> 73 after dropping 824 that are also "
+                   "in test and 6584 that are also in train" in w for w in warnings)
         assert "test: 57 entities never seen in train (77 triples involve them)" in warnings
         assert torch.bincount(kg.test_categories).tolist() == [385, 195, 3887, 5435]
     if name == "MKG-W":

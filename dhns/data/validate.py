@@ -285,12 +285,15 @@ def unseen_warnings(splits: dict[str, np.ndarray], num_entities: int) -> list[st
 
 
 def clean_valid(
-    valid: np.ndarray, test: np.ndarray, num_entities: int, num_relations: int
+    valid: np.ndarray, test: np.ndarray, num_entities: int, num_relations: int,
+    train: np.ndarray | None = None,
 ) -> tuple[np.ndarray, str | None]:
-    """Deduplicate valid (first occurrence kept, order preserved) and drop triples in test.
+    """Deduplicate valid (first occurrence kept, order preserved), drop triples in test and,
+    given ``train``, triples in train.
 
-    Why: DB15K's valid file repeats rows and shares 824 triples with test; early stopping
-    on it would select on test data. Returns the cleaned ``(n', 3)`` array and a warning
+    Why: DB15K's valid file repeats rows, shares 824 triples with test (early stopping on it
+    would select on test data) and 6,584 with train (a model that memorises train ranks those
+    first, so they measure nothing). Returns the cleaned ``(n', 3)`` array and a warning
     (``None`` when nothing changed).
     """
     codes = _encode(valid, num_entities, num_relations)
@@ -299,15 +302,53 @@ def clean_valid(
     keep[first] = True
     n_unique = int(keep.sum())
     in_test = np.isin(codes, _encode(test, num_entities, num_relations))
-    dropped = int((keep & in_test).sum())
+    dropped_test = int((keep & in_test).sum())
     keep &= ~in_test
-    if n_unique == len(valid) and dropped == 0:
+    dropped_train = 0
+    if train is not None:
+        in_train = np.isin(codes, _encode(train, num_entities, num_relations))
+        dropped_train = int((keep & in_train).sum())
+        keep &= ~in_train
+    if n_unique == len(valid) and dropped_test == dropped_train == 0:
         return valid, None
     msg = (
         f"valid cleaned: {len(valid)} rows -> {n_unique} unique triples -> {int(keep.sum())} "
-        f"after dropping {dropped} that are also in test (clean_valid=True)"
+        f"after dropping {dropped_test} that are also in test"
+        + (f" and {dropped_train} that are also in train" if train is not None else "")
+        + " (clean_valid=True)"
     )
     return valid[keep], msg
+
+
+def top_up_valid(train: torch.Tensor, valid: torch.Tensor, min_valid: int,
+                 generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, str | None]:
+    """Move random training triples to valid until valid has ``min_valid`` triples.
+
+    For a split whose clean validation set is too small to select a checkpoint on (DB15K: 73
+    triples once train and test copies are dropped). Only triples whose head and tail keep at
+    least one other training triple are moved, so no entity loses all its training evidence.
+    Returns ``(train, valid, message or None)``; nothing changes when valid is big enough.
+    """
+    need = min_valid - len(valid)
+    if need <= 0:
+        return train, valid, None
+    order = torch.randperm(len(train), generator=generator)
+    degree = torch.bincount(torch.cat([train[:, 0], train[:, 2]]))
+    moved: list[int] = []
+    for i in order.tolist():
+        h, t = int(train[i, 0]), int(train[i, 2])
+        if h != t and degree[h] > 1 and degree[t] > 1:
+            degree[h] -= 1
+            degree[t] -= 1
+            moved.append(i)
+            if len(moved) == need:
+                break
+    mask = torch.zeros(len(train), dtype=torch.bool)
+    mask[moved] = True
+    msg = (f"valid topped up from {len(valid)} to {len(valid) + len(moved)} triples with "
+           f"{len(moved)} held out of train (data.min_valid={min_valid}); train "
+           f"{len(train)} -> {len(train) - len(moved)}")
+    return train[~mask], torch.cat([valid, train[mask]]), msg
 
 
 def to_tensor(triples: np.ndarray) -> torch.Tensor:
@@ -321,7 +362,8 @@ def finish_splits(
     """Split warnings, optional valid cleaning, then unseen-entity warnings (on what is kept)."""
     warnings = split_warnings(splits, num_entities, num_relations)
     if clean:
-        valid, msg = clean_valid(splits["valid"], splits["test"], num_entities, num_relations)
+        valid, msg = clean_valid(splits["valid"], splits["test"], num_entities, num_relations,
+                                 train=splits["train"])
         if msg:
             splits = {**splits, "valid": valid}
             warnings.append(msg)

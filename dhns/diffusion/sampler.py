@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from dhns.diffusion.denoiser import Denoiser
 from dhns.diffusion.schedule import NoiseSchedule, ScheduleKind, randn_like
+from dhns.optim import adam
 
 if TYPE_CHECKING:
     from dhns.config import DiffusionConfig
@@ -209,7 +210,7 @@ class DiffusionSampler(nn.Module):
         """
         if not bool(self.stats_fitted):
             self.fit_standardisation(x0, c, modality)
-        opt = torch.optim.Adam(self.denoiser.parameters(), lr=lr)
+        opt = adam(self.denoiser.parameters(), lr=lr)
         n = x0.shape[0]
         history: list[float] = []
         bar = None

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+
 import torch
 
 from dhns.config import KGEConfig
@@ -39,3 +42,20 @@ def build_kge(cfg: KGEConfig, kg: KnowledgeGraph, features: dict[str, FeatureTab
         feature_dims={name: t.shape[1] for name, (t, _) in tables.items()},
     )
     return MultimodalKGE(config, tables, generator), notes
+
+
+def compile_scoring(model: MultimodalKGE, enabled: bool, device: torch.device) -> str:
+    """Switch the model's all-pairs scoring to fused ``torch.compile`` kernels when
+    ``enabled`` and possible; returns a line saying what was done.
+
+    On CPU, inductor builds C++ kernels, so a compiler must exist; without one this falls back
+    to eager scoring instead of failing on first use.
+    """
+    if not enabled:
+        return "eager scoring (kge.compile is false)"
+    if device.type == "cpu" and not any(
+            shutil.which(c) for c in (os.environ.get("CXX", "c++"), "g++", "clang++")):
+        return "warning: no C++ compiler found, so torch.compile is off: eager scoring"
+    if not model.scorer.fuse():
+        return f"{model.scorer.name}: all-pairs scoring is a batched matrix product (no fusion)"
+    return f"{model.scorer.name}: fused all-pairs scoring (torch.compile)"

@@ -122,8 +122,9 @@ class MultimodalKGE(nn.Module):
 class FrozenPredictor:
     """Implements the evaluator's ``score_tails`` / ``score_heads`` on a fixed entity table.
 
-    Candidates are scored in chunks so ``(B, chunk, D)`` stays small: RotatE's distance is
-    elementwise and memory-bound, so materialising ``(B, N, D)`` at once would be slower.
+    Unfused, candidates are scored in chunks so ``(B, chunk, D)`` stays small: RotatE's
+    distance is elementwise and memory-bound, so materialising ``(B, N, D)`` at once would be
+    slower. A fused scorer (``kge.compile``) scores all candidates in one call.
     """
 
     def __init__(self, entities: Tensor, relations: Tensor, scorer: Scorer,
@@ -143,11 +144,13 @@ class FrozenPredictor:
     def _rank_all(self, anchors: Tensor, relations: Tensor, direction: Direction) -> Tensor:
         query = self.scorer.query(self.entities[anchors], self.relations[relations], direction)
         n, width = self.entities.shape
+        if self.scorer.fused:  # nothing (B, chunk, D) is materialised: one call
+            return self.scorer.match_all(query[None], self.entities[None])[0]
         chunk = max(1, self.max_elements // max(1, len(anchors) * width))
         out = torch.empty(len(anchors), n, device=self.device)
         for start in range(0, n, chunk):
             cand = self.entities[start:start + chunk]
-            out[:, start:start + len(cand)] = self.scorer.match(query[:, None, :], cand[None])
+            out[:, start:start + len(cand)] = self.scorer.match_all(query[None], cand[None])[0]
         return out
 
     def score_tails(self, heads: Tensor, relations: Tensor) -> Tensor:

@@ -1,8 +1,11 @@
 """Ordinary corruption negatives: uniform or Bernoulli (Wang et al. 2014), shared per chunk.
 
-Negatives are shared by chunks of ``chunk_size`` positives (one ``(K,)`` id set per chunk and
-side): scoring is then ``(C, S, 1, D)`` against ``(C, 1, K, D)``, which gathers ``K`` rather
-than ``S * K`` embeddings per chunk while each positive still sees ``K`` negatives.
+Each positive corrupts one side (head or tail, as RotatE and PyKEEN do): uniformly at random,
+or by the Bernoulli rule. Candidates are shared by chunks of ``chunk_size`` positives: one
+``(K,)`` id set per chunk serves both sides, because a tail query ``h * r`` and a head query
+``t * conj(r)`` are both matched against entity embeddings. Scoring is then ``(C, S, 1, D)``
+against ``(C, 1, K, D)``: ``K`` rather than ``S * K`` embeddings gathered per chunk, one
+``(C, S, K)`` score block per step, and each positive still sees ``K`` negatives.
 """
 
 from __future__ import annotations
@@ -15,14 +18,11 @@ from torch import Tensor
 
 @dataclass
 class NegativeBatch:
-    """``tails``/``heads``: ``(C, K)`` entity ids; ``corrupt_tail``: ``(B,)`` bool or ``None``.
+    """``candidates``: ``(C, K)`` entity ids; ``corrupt_tail``: ``(B,)`` bool, the side each
+    positive replaces with its chunk's candidates."""
 
-    ``corrupt_tail`` is set by the Bernoulli sampler: which side each positive's loss uses.
-    """
-
-    tails: Tensor
-    heads: Tensor
-    corrupt_tail: Tensor | None = None
+    candidates: Tensor
+    corrupt_tail: Tensor
 
 
 class NegativeSampler:
@@ -44,15 +44,13 @@ class NegativeSampler:
     def sample(self, batch: Tensor, generator: torch.Generator | None = None) -> NegativeBatch:
         """Negatives for ``batch`` (B, 3) on ``batch.device``."""
         chunks = -(-len(batch) // self.chunk_size)
-        shape = (chunks, self.num_negatives)
         device = batch.device
-        tails = torch.randint(self.num_entities, shape, generator=generator).to(device)
-        heads = torch.randint(self.num_entities, shape, generator=generator).to(device)
-        corrupt_tail = None
-        if self.tail_prob is not None:
-            p = self.tail_prob.to(device)[batch[:, 1]]
-            corrupt_tail = torch.rand(len(batch), generator=generator).to(device) < p
-        return NegativeBatch(tails, heads, corrupt_tail)
+        candidates = torch.randint(self.num_entities, (chunks, self.num_negatives),
+                                   generator=generator).to(device)
+        p = (torch.full((len(batch),), 0.5) if self.tail_prob is None
+             else self.tail_prob[batch[:, 1].cpu()])
+        corrupt_tail = (torch.rand(len(batch), generator=generator) < p).to(device)
+        return NegativeBatch(candidates, corrupt_tail)
 
 
 def bernoulli_tail_probability(train: Tensor, num_relations: int) -> Tensor:

@@ -25,6 +25,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from dhns.kge.fused import pairwise_rotate_distance
+
 Direction = Literal["tail", "head"]
 
 
@@ -41,6 +43,15 @@ class Scorer:
         self.gamma = gamma
         # RotatE-style init range; also the scale that maps relation embeddings to phases.
         self.embedding_range = (gamma + 2.0) / dim
+        self.fused = False
+
+    def fuse(self) -> bool:
+        """Use fused (``torch.compile``) kernels in :meth:`match_all` where this model has one.
+
+        Returns whether anything changed. Bilinear models need none: their all-pairs score is
+        already a batched matrix product.
+        """
+        return False
 
     @property
     def entity_width(self) -> int:
@@ -64,6 +75,15 @@ class Scorer:
     def match(self, query: Tensor, candidate: Tensor) -> Tensor:
         """Score ``query`` (from :meth:`query`) against candidates; broadcasts, ``(...,)``."""
         raise NotImplementedError
+
+    def match_all(self, query: Tensor, candidates: Tensor) -> Tensor:
+        """Every query of a group against every candidate of that group.
+
+        ``query`` ``(G, S, D)`` and ``candidates`` ``(G, K, D)`` -> ``(G, S, K)``. This is
+        the hot path (shared negatives in training, all entities in ranking); the default
+        broadcasts :meth:`match` over ``(G, S, K, D)``.
+        """
+        return self.match(query.unsqueeze(2), candidates.unsqueeze(1))
 
     def score(self, h: Tensor, r: Tensor, t: Tensor) -> Tensor:
         """Plausibility of ``(h, r, t)``, broadcasting over leading dims."""
@@ -99,6 +119,15 @@ class RotatE(Scorer):
         c_re, c_im = _split(candidate)
         return self.gamma - torch.hypot(q_re - c_re, q_im - c_im).sum(dim=-1)
 
+    def fuse(self) -> bool:
+        self.fused = True
+        return True
+
+    def match_all(self, query: Tensor, candidates: Tensor) -> Tensor:
+        if not self.fused:
+            return super().match_all(query, candidates)
+        return self.gamma - pairwise_rotate_distance(query, candidates)
+
 
 class TransE(Scorer):
     name = "transe"
@@ -120,6 +149,9 @@ class DistMult(Scorer):
     def match(self, query: Tensor, candidate: Tensor) -> Tensor:
         return (query * candidate).sum(dim=-1)
 
+    def match_all(self, query: Tensor, candidates: Tensor) -> Tensor:
+        return torch.bmm(query, candidates.transpose(1, 2))
+
 
 class ComplEx(Scorer):
     name = "complex"
@@ -138,6 +170,10 @@ class ComplEx(Scorer):
         q_re, q_im = _split(query)
         c_re, c_im = _split(candidate)
         return (q_re * c_re + q_im * c_im).sum(dim=-1)
+
+    def match_all(self, query: Tensor, candidates: Tensor) -> Tensor:
+        # Re(q conj(c)) summed = [q_re, q_im] . [c_re, c_im]: one batched matrix product
+        return torch.bmm(query, candidates.transpose(1, 2))
 
 
 SCORERS: dict[str, type[Scorer]] = {

@@ -19,6 +19,7 @@ from dhns.diffusion.sampler import DiffusionSampler
 from dhns.kge.model import MultimodalKGE
 from dhns.negatives.hierarchical import GeneratedNegatives, HierarchicalGenerator
 from dhns.negatives.pairs import diffusion_pairs
+from dhns.optim import adam
 
 
 def _replace(real: Tensor, real_mask: Tensor, generated: Tensor, generated_mask: Tensor
@@ -110,7 +111,7 @@ class NTATLoss:
         self.generate_fraction = generate_fraction
         self.cached: GeneratedNegatives | None = None
         sampler: DiffusionSampler = generator.sampler
-        self.joint_optimizer = (torch.optim.Adam(sampler.denoiser.parameters(), lr=joint_lr)
+        self.joint_optimizer = (adam(sampler.denoiser.parameters(), lr=joint_lr)
                                 if joint_lr else None)
         self.seconds = {"generate": 0.0, "score": 0.0, "joint": 0.0}
         self.generations = 0

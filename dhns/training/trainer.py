@@ -17,6 +17,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from dhns.kge.model import MultimodalKGE
+from dhns.optim import adam
 
 # A loss term maps (model, batch (B, 3), step) to (scalar loss, stats for the log).
 LossFn = Callable[[MultimodalKGE, Tensor, int], tuple[Tensor, dict[str, float]]]
@@ -81,8 +82,7 @@ class Trainer:
         # Continued training: the starting weights are a candidate too (epoch 0), so model
         # selection can never end worse than where it began.
         self.validate_start = validate_start and validate is not None
-        self.optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad],
-                                          lr=lr)
+        self.optimizer = adam(model.parameters(), lr=lr)
         self.step = 0
 
     def fit(self) -> TrainResult:
