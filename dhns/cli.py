@@ -219,7 +219,7 @@ def _results_table(results: dict[str, Any]) -> str:
     rows = []
     for name in names:
         m = results[name]
-        if not isinstance(m, dict):
+        if not isinstance(m, dict) or "mrr" not in m:  # e.g. the stage's "resources"
             continue
         rows.append((name, m.get("mrr"), m.get("hits@1"), m.get("hits@3"), m.get("hits@10"),
                      m.get("optimistic", {}).get("mrr")))

@@ -51,4 +51,4 @@ def run(params: Params, checkpoints: dict[str, Path] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    run_stage(run)
+    run_stage(run, metrics="evaluate")

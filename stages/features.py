@@ -50,4 +50,5 @@ def run_image(params: Params) -> dict:
 
 
 if __name__ == "__main__":
-    run_stage({"text": run_text, "image": run_image}[sys.argv[1]])
+    kind = sys.argv[1]
+    run_stage({"text": run_text, "image": run_image}[kind], metrics=f"{kind}_features")

@@ -38,4 +38,4 @@ def run(params: Params) -> dict:
 
 
 if __name__ == "__main__":
-    run_stage(run)
+    run_stage(run, metrics="prepare")

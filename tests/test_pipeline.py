@@ -60,8 +60,11 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_repro_writes_metrics_for_every_model(project: Path) -> None:
     metrics = json.loads((project / "metrics" / "evaluate.json").read_text())
-    assert set(metrics) == {"pretrain", "uniform", "dhns"}
-    for result in metrics.values():
+    assert set(metrics) == {"pretrain", "uniform", "dhns", "resources"}
+    for stage in ("prepare", "pretrain", "diffusion", "uniform", "retrain", "evaluate"):
+        resources = json.loads((project / "metrics" / f"{stage}.json").read_text())["resources"]
+        assert resources["wall_seconds"] > 0 and resources["peak_rss_mb"] > 50
+    for result in (metrics[m] for m in ("pretrain", "uniform", "dhns")):
         assert 0 < result["mrr"] <= 1
         assert result["optimistic"]["mrr"] >= result["mrr"]
         assert set(result["by_side"]) == {"head", "tail"}
