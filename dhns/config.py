@@ -117,6 +117,7 @@ class RetrainConfig:
     level_weights: list[float] = field(default_factory=lambda: [0.5, 1.0, 1.0, 0.5])
     level_margins: list[float] = field(default_factory=lambda: [0.3, 0.5, 0.7, 0.9])
     margins: bool = True
+    ha_weighting: Literal["mean", "adversarial"] = "mean"
     joint: bool = False
     refresh_every: int = 1
     generate_fraction: float = 1.0

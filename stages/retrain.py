@@ -29,11 +29,13 @@ def run(params: Params) -> dict:
         refresh_every=1 if faithful else cfg.refresh_every,
         generate_fraction=1.0 if faithful else cfg.generate_fraction,
         joint_lr=params.model.lr if cfg.joint else None,
+        adversarial_temperature=(params.kge.adversarial_temperature
+                                 if cfg.ha_weighting == "adversarial" else None),
     )
     log(f"retrain: DHNS negatives at t={hier.levels} of T={sampler.num_steps}, "
         f"{'full ancestral chain' if sampling_steps is None else f'{sampling_steps} strided steps'}"
         f", refresh every {ntat.refresh_every} step(s), fraction {ntat.generate_fraction}"
-        f"{', joint sampler training' if cfg.joint else ''}")
+        f"{', joint sampler training' if cfg.joint else ''}, L_HA weighting {cfg.ha_weighting}")
     summary = continue_training(params, "retrain", DHNS_CKPT, extra_loss=ntat)
     epochs = max(1, summary["epochs_run"])
     cost = {f"{k}_seconds_per_epoch": round(v / epochs, 2) for k, v in ntat.seconds.items()}

@@ -30,6 +30,7 @@ from dhns.negatives import (
     sampler_modalities,
 )
 from dhns.negatives.diagnostics import level_scores, summarise
+from dhns.negatives.ntat import embed_with_generated
 from dhns.training.kgc import uniform_loss
 from dhns.training.trainer import Trainer
 
@@ -310,6 +311,31 @@ def test_hardness_aware_loss_matches_formula(model: MultimodalKGE,
         hardness_aware_loss(model, negatives, [1.0] * 3, None)
     with pytest.raises(ValueError, match="level margins"):
         hardness_aware_loss(model, negatives, WEIGHTS, [0.5] * 5)
+
+
+def test_adversarial_weighting_interpolates_mean_and_hardest(model: MultimodalKGE,
+                                                             negatives: GeneratedNegatives
+                                                             ) -> None:
+    with torch.no_grad():
+        mean, _ = hardness_aware_loss(model, negatives, WEIGHTS, MARGINS)
+        # alpha = 0: the softmax is the level weights alone, i.e. the spec's weighted mean
+        flat, _ = hardness_aware_loss(model, negatives, WEIGHTS, MARGINS, 0.0)
+        torch.testing.assert_close(flat, mean)
+        # the loss grows with alpha: weight moves to the negatives scored highest, whose
+        # -log s(-f) terms are the largest
+        losses = [float(hardness_aware_loss(model, negatives, WEIGHTS, MARGINS, a)[0])
+                  for a in (0.0, 0.5, 1.0, 4.0, 50.0)]
+        assert losses == sorted(losses) and losses[-1] > losses[0]
+        # alpha -> inf: only each positive's highest-scoring generated negative counts
+        e_h, r, e_t, h_hat, t_hat = embed_with_generated(model, negatives)
+        scorer = model.scorer
+        shift = torch.tensor(MARGINS) * scorer.gamma - scorer.gamma
+        neg = torch.stack([scorer.score(e_h, r, t_hat), scorer.score(h_hat, r, e_t),
+                           scorer.score(h_hat, r, t_hat)]) + shift[None, :, None]
+        hardest = neg.flatten(0, 1).max(0).values
+        expected = (-F.logsigmoid(scorer.score(e_h, r, e_t)) - F.logsigmoid(-hardest)).mean()
+        sharp, _ = hardness_aware_loss(model, negatives, WEIGHTS, MARGINS, 1e4)
+        torch.testing.assert_close(sharp, expected, rtol=1e-4, atol=1e-5)
 
 
 def test_hardness_aware_loss_margins_and_weights(model: MultimodalKGE,

@@ -64,10 +64,18 @@ def embed_with_generated(model: MultimodalKGE, negatives: GeneratedNegatives
 
 
 def hardness_aware_loss(model: MultimodalKGE, negatives: GeneratedNegatives,
-                        level_weights: list[float], level_margins: list[float] | None
+                        level_weights: list[float], level_margins: list[float] | None,
+                        adversarial_temperature: float | None = None,
                         ) -> tuple[Tensor, dict[str, float]]:
     """``L_HA`` for the positives of ``negatives.batch`` (B, 3); gradients reach the KGE only
-    through the real embeddings (generated rows are constants)."""
+    through the real embeddings (generated rows are constants).
+
+    With ``adversarial_temperature`` (our variant, ``retrain.ha_weighting: adversarial``) each
+    positive's ``3 L`` generated negatives are weighted by ``w_k softmax(alpha f_k(neg))``
+    (detached, as in the self-adversarial loss) instead of ``w_k`` alone: the negatives the
+    model still scores high carry the loss, where the plain mean lets the many saturated ones
+    (``-log s(-f) ~ 0``) dilute it.
+    """
     levels = negatives.tails.shape[0]
     if len(level_weights) != levels or (level_margins is not None
                                         and len(level_margins) != levels):
@@ -82,9 +90,15 @@ def hardness_aware_loss(model: MultimodalKGE, negatives: GeneratedNegatives,
         # score = gamma - dist, so gamma_k - dist = score - gamma + m_k * gamma.
         shift = torch.tensor(level_margins, device=neg.device) * scorer.gamma - scorer.gamma
         neg = neg + shift[None, :, None]
-    per_level = (-F.logsigmoid(pos)[None, None] - F.logsigmoid(-neg)).mean(dim=(0, 2))  # (L,)
-    weights = torch.tensor(level_weights, device=per_level.device)
-    loss = (weights * per_level).sum() / weights.sum()
+    weights = torch.tensor(level_weights, device=neg.device)
+    if adversarial_temperature is None:
+        per_level = (-F.logsigmoid(pos)[None, None] - F.logsigmoid(-neg)).mean(dim=(0, 2))
+        loss = (weights * per_level).sum() / weights.sum()  # per_level: (L,)
+    else:
+        flat = neg.permute(2, 0, 1).reshape(len(pos), -1)  # (B, 3 L), level fastest
+        prior = weights.repeat(3).log()  # w_k inside the softmax: w_k e^(a f) / sum
+        p = torch.softmax(adversarial_temperature * flat.detach() + prior, dim=-1)
+        loss = (-F.logsigmoid(pos) - (p * F.logsigmoid(-flat)).sum(-1)).mean()
     stats = {"l_ha": float(loss.detach())}
     return loss, stats
 
@@ -101,11 +115,13 @@ class NTATLoss:
     def __init__(self, generator: HierarchicalGenerator, lambda_ha: float,
                  level_weights: list[float], level_margins: list[float] | None,
                  rng: torch.Generator, refresh_every: int = 1, generate_fraction: float = 1.0,
-                 joint_lr: float | None = None) -> None:
+                 joint_lr: float | None = None,
+                 adversarial_temperature: float | None = None) -> None:
         self.generator = generator
         self.lambda_ha = lambda_ha
         self.level_weights = level_weights
         self.level_margins = level_margins
+        self.adversarial_temperature = adversarial_temperature
         self.rng = rng
         self.refresh_every = max(1, refresh_every)
         self.generate_fraction = generate_fraction
@@ -131,7 +147,7 @@ class NTATLoss:
             self.generations += 1
         start = time.perf_counter()
         loss, stats = hardness_aware_loss(model, self.cached, self.level_weights,
-                                          self.level_margins)
+                                          self.level_margins, self.adversarial_temperature)
         self.seconds["score"] += time.perf_counter() - start
         return self.lambda_ha * loss, stats
 
