@@ -100,3 +100,29 @@ def test_bench_with_pykeen(tmp_path: Path) -> None:
     assert throughput.main(["--dataset-dir", str(data), "--out", str(out), *SMALL]) == 0
     result = _check(out, with_pykeen=True)
     assert result["pykeen_version"] and result["training"]["pykeen"]["timed_triples"] == 64
+
+
+def _fake_run(path: Path, mrr: float, wall: float) -> None:
+    metrics = {m: {"mrr": mrr, "hits@1": mrr / 2, "hits@3": mrr, "hits@10": 2 * mrr,
+                   "optimistic": {"mrr": mrr + 0.01}} for m in ("pretrain", "uniform", "dhns")}
+    path.write_text(json.dumps({"wall_seconds": wall, "metrics": {"evaluate": metrics}}))
+
+
+def test_summary_mean_and_spread_over_seeds(tmp_path: Path) -> None:
+    from bench import summary
+
+    _fake_run(tmp_path / "MKG-Y-seed0.json", 0.30, 600)
+    _fake_run(tmp_path / "MKG-Y-seed2.json", 0.40, 1200)
+    _fake_run(tmp_path / "MKG-Y-seed1-lambda1.json", 0.99, 60)  # an ablation: left out
+    _fake_run(tmp_path / "DB15K-seed0.json", 0.25, 3000)
+    runs = summary.load_runs(tmp_path)
+    assert sorted(runs) == ["DB15K", "MKG-Y"] and len(runs["MKG-Y"]) == 2
+    lines = summary.table(runs).splitlines()
+    assert lines[0].startswith("| dataset | model | MRR |")
+    row = next(line for line in lines if line.startswith("| MKG-Y | dhns |"))
+    # mean 0.35, sample std of (0.30, 0.40) = 0.0707; 15 minutes of wall per run
+    assert "| 0.3500 ± 0.0707 |" in row and "| 0,2 | 15 min |" in row
+    single = next(line for line in lines if line.startswith("| DB15K | pretrain |"))
+    assert "| 0.2500 | 0.1250 | 0.2500 | 0.5000 | 0.2600 | 0 | 50 min |" in single
+    tagged = summary.load_runs(tmp_path, tag="lambda1")
+    assert list(tagged) == ["MKG-Y"] and tagged["MKG-Y"][0]["seed"] == 1

@@ -1,0 +1,78 @@
+"""The README's benchmark table: mean and spread over seeds of ``results/<DS>-seed<N>.json``.
+
+Usage::
+
+    python -m bench.summary [--results results] [--tag TAG]
+
+Rows: one per dataset and model (pretrain, uniform, dhns). Realistic-tie MRR and Hits@1/3/10
+as ``mean ± std`` over the seeds found (``± std`` is omitted with one seed; std is the sample
+standard deviation), the optimistic-tie MRR beside them, the seeds used and the mean wall time
+of a whole run. Files with a tag (``<DS>-seed<N>-<TAG>.json``, ablations) are left out unless
+``--tag`` names it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+MODELS = ("pretrain", "uniform", "dhns")
+METRICS = ("mrr", "hits@1", "hits@3", "hits@10")
+_NAME = re.compile(r"^(?P<dataset>.+)-seed(?P<seed>\d+)(?:-(?P<tag>.+))?$")
+
+
+def load_runs(results: Path, tag: str | None = None) -> dict[str, list[dict]]:
+    """``{dataset: [run, ...]}`` for the files whose name matches ``<DS>-seed<N>[-tag]``."""
+    runs: dict[str, list[dict]] = defaultdict(list)
+    for path in sorted(results.glob("*-seed*.json")):
+        match = _NAME.match(path.stem)
+        if match is None or match["tag"] != tag:
+            continue
+        run = json.loads(path.read_text())
+        if "evaluate" not in run.get("metrics", {}):
+            continue
+        run["seed"] = int(match["seed"])
+        runs[match["dataset"]].append(run)
+    return dict(runs)
+
+
+def _cell(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.4f}"
+    return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
+
+
+def table(runs: dict[str, list[dict]]) -> str:
+    lines = ["| dataset | model | MRR | H@1 | H@3 | H@10 | MRR (optimistic) | seeds | "
+             "wall per run |", "|---|---|---|---|---|---|---|---|---|"]
+    for dataset, dataset_runs in runs.items():
+        seeds = ",".join(str(r["seed"]) for r in sorted(dataset_runs, key=lambda r: r["seed"]))
+        walls = [r["wall_seconds"] for r in dataset_runs if r.get("wall_seconds")]
+        wall = f"{statistics.mean(walls) / 60:.0f} min" if walls else "-"
+        for model in MODELS:
+            evals = [r["metrics"]["evaluate"][model] for r in dataset_runs]
+            cells = [_cell([e[m] for e in evals]) for m in METRICS]
+            optimistic = _cell([e["optimistic"]["mrr"] for e in evals])
+            lines.append(f"| {dataset} | {model} | {' | '.join(cells)} | {optimistic} | "
+                         f"{seeds} | {wall} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--results", type=Path, default=Path("results"))
+    parser.add_argument("--tag", default=None, help="summarise the runs with this tag instead")
+    args = parser.parse_args()
+    runs = load_runs(args.results, args.tag)
+    if not runs:
+        raise SystemExit(f"no <DS>-seed<N>{'-' + args.tag if args.tag else ''}.json with "
+                         f"evaluation metrics in {args.results}")
+    print(table(runs))
+
+
+if __name__ == "__main__":
+    main()
