@@ -53,7 +53,8 @@ def run(params: Params) -> dict:
         f"{streams}; held-out loss ratio before training {before}")
     start = time.perf_counter()
     history = sampler.fit(x0, c, stream, cfg.epochs, cfg.batch_size, cfg.lr, gen,
-                          progress=sys.stderr.isatty())
+                          progress=sys.stderr.isatty(),
+                          log=None if sys.stderr.isatty() else log)
     seconds = time.perf_counter() - start
     after = held_out_ratios(sampler, vx0, vc, vstream, params.seed)
     log(f"diffusion: trained {cfg.epochs} epochs in {seconds:.1f}s; held-out loss ratio {after}")

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -199,12 +200,15 @@ class DiffusionSampler(nn.Module):
         lr: float,
         generator: torch.Generator,
         progress: bool = False,
+        log: Callable[[str], None] | None = None,
     ) -> list[float]:
         """Plain Adam loop over the denoiser (standardisation fitted first if not yet fitted).
 
         Args:
             x0, c: (N, D). modality: (N,) long. generator: shuffling, t and eps draws.
             progress: show a tqdm bar with the running loss ratios.
+            log: called with one line per epoch (loss ratios, seconds), for logs without a
+                terminal.
         Returns:
             Mean loss per epoch (length ``epochs``).
         """
@@ -220,6 +224,7 @@ class DiffusionSampler(nn.Module):
             bar = tqdm(total=epochs, desc="diffusion", unit="epoch")
         self.train()
         for _ in range(epochs):
+            epoch_start = time.perf_counter()
             perm = torch.randperm(n, generator=generator, device=generator.device).to(x0.device)
             total, seen = 0.0, 0
             ratio_sums: dict[str, float] = {}
@@ -234,6 +239,10 @@ class DiffusionSampler(nn.Module):
                 for k, v in ratios.items():
                     ratio_sums[k] = ratio_sums.get(k, 0.0) + v * len(idx)
             history.append(total / max(seen, 1))
+            if log is not None:
+                ratio_text = ", ".join(f"{k} {v / max(seen, 1):.3f}" for k, v in ratio_sums.items())
+                log(f"diffusion epoch {len(history)}/{epochs}: loss ratio {ratio_text} "
+                    f"({time.perf_counter() - epoch_start:.1f}s)")
             if bar is not None:
                 bar.set_postfix({k: f"{v / seen:.3f}" for k, v in ratio_sums.items()})
                 bar.update(1)
