@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 
@@ -56,6 +57,10 @@ def compile_scoring(model: MultimodalKGE, enabled: bool, device: torch.device) -
     if device.type == "cpu" and not any(
             shutil.which(c) for c in (os.environ.get("CXX", "c++"), "g++", "clang++")):
         return "warning: no C++ compiler found, so torch.compile is off: eager scoring"
+    if device.type == "cpu":
+        # inductor imports cpp_extension, which warns on every CPU-only machine that it found no
+        # CUDA runtime: true and irrelevant here.
+        logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     if not model.scorer.fuse():
         return f"{model.scorer.name}: all-pairs scoring is a batched matrix product (no fusion)"
     return f"{model.scorer.name}: fused all-pairs scoring (torch.compile)"
