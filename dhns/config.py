@@ -119,8 +119,8 @@ class RetrainConfig:
     margins: bool = True
     ha_weighting: Literal["mean", "adversarial"] = "mean"
     joint: bool = False
-    refresh_every: int = 1
-    generate_fraction: float = 1.0
+    refresh_every: int = 4
+    generate_fraction: float = 0.0625
     faithful: bool = False
     eval_every: int = 5
 
