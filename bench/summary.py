@@ -7,7 +7,8 @@ Usage::
 Rows: one per dataset and model (pretrain, uniform, dhns). Realistic-tie MRR and Hits@1/3/10
 as ``mean ± std`` over the seeds found (``± std`` is omitted with one seed; std is the sample
 standard deviation), the optimistic-tie MRR beside them, the seeds used and the mean wall time
-of a whole run. Files with a tag (``<DS>-seed<N>-<TAG>.json``, ablations) are left out unless
+of a whole run (marked when a run's JSON carries a note, e.g. a resumed run). Files with a
+tag (``<DS>-seed<N>-<TAG>.json``, ablations) are left out unless
 ``--tag`` names it.
 """
 
@@ -53,6 +54,8 @@ def table(runs: dict[str, list[dict]]) -> str:
         seeds = ",".join(str(r["seed"]) for r in sorted(dataset_runs, key=lambda r: r["seed"]))
         walls = [r["wall_seconds"] for r in dataset_runs if r.get("wall_seconds")]
         wall = f"{statistics.mean(walls) / 60:.0f} min" if walls else "-"
+        if any(r.get("note") for r in dataset_runs):  # e.g. a resumed run: see its note
+            wall += " (see note)"
         for model in MODELS:
             evals = [r["metrics"]["evaluate"][model] for r in dataset_runs]
             cells = [_cell([e[m] for e in evals]) for m in METRICS]
