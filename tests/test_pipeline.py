@@ -63,7 +63,8 @@ def test_repro_writes_metrics_for_every_model(project: Path) -> None:
     assert set(metrics) == {"pretrain", "uniform", "dhns", "resources"}
     for stage in ("prepare", "pretrain", "diffusion", "uniform", "retrain", "evaluate"):
         resources = json.loads((project / "metrics" / f"{stage}.json").read_text())["resources"]
-        assert resources["wall_seconds"] > 0 and resources["peak_rss_mb"] > 50
+        # a tiny stage can finish in under 0.05 s, which rounds to 0.0
+        assert resources["wall_seconds"] >= 0 and resources["peak_rss_mb"] > 50
     for result in (metrics[m] for m in ("pretrain", "uniform", "dhns")):
         assert 0 < result["mrr"] <= 1
         assert result["optimistic"]["mrr"] >= result["mrr"]
