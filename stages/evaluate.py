@@ -34,10 +34,10 @@ def run(params: Params, checkpoints: dict[str, Path] | None = None) -> dict:
     categories = kg_test_categories(kg) if split == "test" else None
     index = filter_index(kg)
     results = {}
-    for name, path in (checkpoints or CHECKPOINTS).items():
+    for i, (name, path) in enumerate((checkpoints or CHECKPOINTS).items()):
         model, meta = load_kge(path, device)
         note = compile_scoring(model, params.kge.compile, device)
-        if name == next(iter(checkpoints or CHECKPOINTS)):
+        if i == 0:  # the same for every checkpoint
             log(note)
         metrics = evaluate(model.link_predictor(), triples, index, kg.num_entities,
                            categories=categories, batch_size=params.eval.batch_size,

@@ -54,10 +54,9 @@ def compile_scoring(model: MultimodalKGE, enabled: bool, device: torch.device) -
     """
     if not enabled:
         return "eager scoring (kge.compile is false)"
-    if device.type == "cpu" and not any(
-            shutil.which(c) for c in (os.environ.get("CXX", "c++"), "g++", "clang++")):
-        return "warning: no C++ compiler found, so torch.compile is off: eager scoring"
     if device.type == "cpu":
+        if not any(shutil.which(c) for c in (os.environ.get("CXX", "c++"), "g++", "clang++")):
+            return "warning: no C++ compiler found, so torch.compile is off: eager scoring"
         # inductor imports cpp_extension, which warns on every CPU-only machine that it found no
         # CUDA runtime: true and irrelevant here.
         logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)

@@ -15,6 +15,10 @@ The gradient of ``|z|`` at ``z = 0`` is taken as 0 (``hypot``'s is NaN).
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -42,8 +46,11 @@ def _grad_rows(a_re: Tensor, a_im: Tensor, b_re: Tensor, b_im: Tensor,
     return (dx * w).sum(dim=-1), (dy * w).sum(dim=-1)
 
 
-_compiled_forward = torch.compile(_forward, dynamic=None)
-_compiled_grad_rows = torch.compile(_grad_rows, dynamic=None)
+@functools.cache
+def _compiled(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``torch.compile(fn)``, built on first use: importing the compiler stack costs seconds
+    that commands which never train or rank should not pay."""
+    return torch.compile(fn, dynamic=None)
 
 
 def _planes(x: Tensor) -> tuple[Tensor, Tensor]:
@@ -56,7 +63,7 @@ class _PairwiseRotatEDistance(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q: Tensor, c: Tensor) -> Tensor:  # type: ignore[override]
         ctx.save_for_backward(q, c)
-        return _compiled_forward(q, c)
+        return _compiled(_forward)(q, c)
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:  # type: ignore[override]
@@ -66,12 +73,12 @@ class _PairwiseRotatEDistance(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             c_re, c_im = _planes(c)
             q_re, q_im = q.chunk(2, dim=-1)
-            grad_q = torch.cat(_compiled_grad_rows(q_re, q_im, c_re, c_im, grad), dim=-1)
+            grad_q = torch.cat(_compiled(_grad_rows)(q_re, q_im, c_re, c_im, grad), dim=-1)
         if ctx.needs_input_grad[1]:
             q_re, q_im = _planes(q)
             c_re, c_im = c.chunk(2, dim=-1)
-            g_re, g_im = _compiled_grad_rows(c_re, c_im, q_re, q_im,
-                                             grad.transpose(1, 2).contiguous())
+            g_re, g_im = _compiled(_grad_rows)(c_re, c_im, q_re, q_im,
+                                               grad.transpose(1, 2).contiguous())
             grad_c = torch.cat([g_re, g_im], dim=-1)
         return grad_q, grad_c
 

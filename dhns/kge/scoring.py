@@ -98,6 +98,11 @@ def _split(x: Tensor) -> tuple[Tensor, Tensor]:
     return x.chunk(2, dim=-1)
 
 
+def _dot_all(query: Tensor, candidates: Tensor) -> Tensor:
+    """Bilinear all-pairs scores: ``(G, S, D)``, ``(G, K, D)`` -> ``(G, S, K)``."""
+    return torch.bmm(query, candidates.transpose(1, 2))
+
+
 class RotatE(Scorer):
     name = "rotate"
     distance_based = True
@@ -150,7 +155,7 @@ class DistMult(Scorer):
         return (query * candidate).sum(dim=-1)
 
     def match_all(self, query: Tensor, candidates: Tensor) -> Tensor:
-        return torch.bmm(query, candidates.transpose(1, 2))
+        return _dot_all(query, candidates)
 
 
 class ComplEx(Scorer):
@@ -172,8 +177,8 @@ class ComplEx(Scorer):
         return (q_re * c_re + q_im * c_im).sum(dim=-1)
 
     def match_all(self, query: Tensor, candidates: Tensor) -> Tensor:
-        # Re(q conj(c)) summed = [q_re, q_im] . [c_re, c_im]: one batched matrix product
-        return torch.bmm(query, candidates.transpose(1, 2))
+        # Re(q conj(c)) summed = [q_re, q_im] . [c_re, c_im]: a plain dot product
+        return _dot_all(query, candidates)
 
 
 SCORERS: dict[str, type[Scorer]] = {
