@@ -95,7 +95,7 @@ class PretrainConfig:
 @dataclass
 class DiffusionConfig:
     steps: int = 50
-    schedule: Literal["linear", "cosine"] = "linear"
+    schedule: Literal["linear", "linear1000", "cosine"] = "linear"
     beta_start: float = 1e-4
     beta_end: float = 0.02
     sampling_steps: int = 10

@@ -12,7 +12,12 @@ from dhns.device import resolve_device
 from dhns.diffusion.sampler import L1_OF_ZERO_PREDICTOR, DiffusionSampler
 from dhns.io import atomic_write_json, atomic_write_text
 from dhns.negatives import HierarchicalGenerator, diffusion_pairs, sampler_modalities
-from dhns.negatives.diagnostics import histogram_rows, level_scores, summarise
+from dhns.negatives.diagnostics import (
+    histogram_rows,
+    level_dispersion,
+    level_scores,
+    summarise,
+)
 from dhns.training.checkpoint import load_kge, save_sampler
 from stages.common import (
     METRICS,
@@ -26,6 +31,8 @@ from stages.common import (
 )
 
 DIAGNOSTIC_TRIPLES = 1000
+#: abar_{T-1} above this: the reverse chain starts off the training distribution.
+TERMINAL_ALPHA_BAR_WARN = 0.05
 
 
 def held_out_ratios(sampler: DiffusionSampler, x0, c, stream, seed: int) -> dict[str, float]:
@@ -51,6 +58,11 @@ def run(params: Params) -> dict:
     before = held_out_ratios(sampler, vx0, vc, vstream, params.seed)
     log(f"diffusion: T={cfg.steps} ({cfg.schedule}), {len(x0)} training pairs over streams "
         f"{streams}; held-out loss ratio before training {before}")
+    terminal = sampler.schedule.terminal_alpha_bar
+    if terminal > TERMINAL_ALPHA_BAR_WARN:
+        log(f"warning: model.schedule {cfg.schedule} with T={cfg.steps} keeps {terminal:.2f} of "
+            "the signal at t=T-1, but generation starts from pure noise: generated negatives "
+            "will be far from the data (schedule linear1000 or cosine reach noise)")
     start = time.perf_counter()
     history = sampler.fit(x0, c, stream, cfg.epochs, cfg.batch_size, cfg.lr, gen,
                           progress=sys.stderr.isatty(),
@@ -61,13 +73,17 @@ def run(params: Params) -> dict:
 
     hier = HierarchicalGenerator(sampler, cfg.levels, cfg.sampling_steps)
     pick = torch.randperm(len(kg.train), generator=gen)[:DIAGNOSTIC_TRIPLES]
-    scores = level_scores(model, hier, train[pick.to(device)], gen)
-    summary = summarise(scores)
+    diagnostic = train[pick.to(device)]
+    negatives = hier.generate(model, diagnostic, gen)
+    scores = level_scores(model, hier, diagnostic, gen, negatives)
+    summary = {**summarise(scores), "dispersion": level_dispersion(model, hier, negatives)}
     log(f"diffusion: mean scores {summary['mean_score']} "
-        f"(levels ordered: {summary['levels_ordered']})")
+        f"(levels ordered: {summary['levels_ordered']}); dispersion vs real embeddings "
+        f"{summary['dispersion']}")
     report = {
         "steps": cfg.steps,
         "level_steps": hier.levels,
+        "terminal_alpha_bar": round(terminal, 6),
         "train_pairs": len(x0),
         "seconds": round(seconds, 1),
         "final_train_loss_ratio": round(history[-1] / L1_OF_ZERO_PREDICTOR, 4),

@@ -33,6 +33,19 @@ def test_linear_alpha_bar_values() -> None:
     assert bool((s.posterior_variance[1:] < s.betas[1:]).all())
 
 
+def test_linear1000_traces_ddpm_curve_at_any_t() -> None:
+    # The reference's T = 50 linear schedule stops far from noise; linear1000 reaches it and
+    # puts the hardness levels where DDPM's T = 1000 schedule has them.
+    assert NoiseSchedule(50, "linear").terminal_alpha_bar == pytest.approx(0.603, abs=1e-3)
+    short, ddpm = NoiseSchedule(50, "linear1000"), NoiseSchedule(1000, "linear")
+    assert short.terminal_alpha_bar < 1e-4
+    torch.testing.assert_close(NoiseSchedule(1000, "linear1000").alpha_bars, ddpm.alpha_bars)
+    for f in (0.05, 0.1, 0.2, 0.5):  # same f -> similar abar (within the coarser grid's error)
+        assert short.alpha_bars[round(f * 50)].item() == pytest.approx(
+            ddpm.alpha_bars[round(f * 1000)].item(), abs=0.05)
+    assert NoiseSchedule(10, "linear1000").betas.max().item() == pytest.approx(0.999)
+
+
 def test_cosine_alpha_bar_monotone_in_unit_interval() -> None:
     s = NoiseSchedule(100, "cosine")
     ab = s.alpha_bars
@@ -71,7 +84,7 @@ def test_p_step_is_posterior_mean_plus_noise() -> None:
         torch.testing.assert_close(s.p_step(x_t, t, eps, gen(3)), expected, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("kind", ["linear", "cosine"])
+@pytest.mark.parametrize("kind", ["linear", "linear1000", "cosine"])
 def test_strided_all_steps_equals_ancestral_exactly(kind: str) -> None:
     T = 50
     s = NoiseSchedule(T, kind)

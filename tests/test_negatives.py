@@ -29,7 +29,7 @@ from dhns.negatives import (
     hardness_aware_loss,
     sampler_modalities,
 )
-from dhns.negatives.diagnostics import level_scores, summarise
+from dhns.negatives.diagnostics import level_dispersion, level_scores, summarise
 from dhns.negatives.ntat import embed_with_generated
 from dhns.training.kgc import uniform_loss
 from dhns.training.trainer import Trainer
@@ -192,6 +192,23 @@ def test_hardness_ordering(kg: KnowledgeGraph, model: MultimodalKGE,
     # the hardest level sits clearly closer to the positives than uniform negatives do
     gap = means["positive"] - means["uniform"]
     assert levels[0] - means["uniform"] > 0.2 * gap, means
+
+
+def test_level_dispersion_measures_spread_against_real_embeddings(
+        kg: KnowledgeGraph, model: MultimodalKGE, hier: HierarchicalGenerator) -> None:
+    # Fake "generated" rows: the real embeddings shrunk or stretched about their mean by a
+    # known factor per level; the dispersion must read those factors back.
+    batch = kg.train[:200]
+    negatives = hier.generate(model, batch, gen(4))
+    scales = torch.tensor([0.5, 1.0, 1.5, 3.0])
+    with torch.no_grad():
+        for states, ids in ((negatives.tails, batch[:, 2]), (negatives.heads, batch[:, 0])):
+            real, _ = model.modality_embeddings(ids)  # (M, B, D)
+            centred = real - real.mean(1, keepdim=True)
+            states.copy_(real.mean(1, keepdim=True)[None] + scales[:, None, None, None] * centred)
+    spread = level_dispersion(model, hier, negatives)
+    assert list(spread) == [f"t={t}" for t in hier.levels]
+    assert list(spread.values()) == pytest.approx(scales.tolist(), rel=1e-3)
 
 
 # -- hierarchical generation -----------------------------------------------------------------------

@@ -23,7 +23,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-ScheduleKind = Literal["linear", "cosine"]
+ScheduleKind = Literal["linear", "linear1000", "cosine"]
 
 
 def make_betas(
@@ -32,7 +32,12 @@ def make_betas(
     """Beta schedule of shape (T,), float64.
 
     ``linear``: evenly spaced from ``beta_start`` to ``beta_end`` (DDPM; the reference's 1e-4 ..
-    0.02). ``cosine``: Nichol & Dhariwal (2021), ``abar(t) = cos^2(((t/T + s)/(1 + s)) pi/2)``
+    0.02). With those ends the process only reaches pure noise for T ~ 1000: at T = 50,
+    ``abar_{T-1} = 0.60``, so a chain started from N(0, I) begins where the denoiser was never
+    trained. ``linear1000``: the same rates read as per-1000-step values, ``betas * 1000 / T``
+    (Nichol & Dhariwal's extension of DDPM's schedule to any T; clipped at 0.999), so every T
+    traces DDPM's T = 1000 curve: at T = 50, ``abar_{T-1} = 8e-6``.
+    ``cosine``: Nichol & Dhariwal (2021), ``abar(t) = cos^2(((t/T + s)/(1 + s)) pi/2)``
     with s = 0.008, betas clipped at 0.999; ``beta_start``/``beta_end`` are ignored.
     """
     if num_steps < 1:
@@ -41,13 +46,17 @@ def make_betas(
         if not 0.0 < beta_start <= beta_end < 1.0:
             raise ValueError(f"need 0 < beta_start <= beta_end < 1, got {beta_start}, {beta_end}")
         return torch.linspace(beta_start, beta_end, num_steps, dtype=torch.float64)
+    if kind == "linear1000":
+        betas = make_betas(num_steps, "linear", beta_start, beta_end) * (1000.0 / num_steps)
+        return betas.clamp(max=0.999)
     if kind == "cosine":
         s = 0.008
         x = torch.linspace(0, num_steps, num_steps + 1, dtype=torch.float64)
         abar = torch.cos(((x / num_steps) + s) / (1 + s) * math.pi / 2) ** 2
         abar = abar / abar[0]
         return (1 - abar[1:] / abar[:-1]).clamp(0.0, 0.999)
-    raise ValueError(f"unknown schedule kind {kind!r} (expected 'linear' or 'cosine')")
+    raise ValueError(
+        f"unknown schedule kind {kind!r} (expected 'linear', 'linear1000' or 'cosine')")
 
 
 def randn_like(x: Tensor, generator: torch.Generator) -> Tensor:
@@ -116,6 +125,12 @@ class NoiseSchedule(nn.Module):
         # A plain attribute, not a buffer: module dtype casts must not degrade it, and it is
         # a pure function of the constructor arguments.
         self._alpha_bars64 = abar.clone()
+
+    @property
+    def terminal_alpha_bar(self) -> float:
+        """``abar_{T-1}``: the signal share left where generation starts from N(0, I); well
+        above 0 means the first reverse steps see inputs unlike any in training."""
+        return float(self._alpha_bars64[-1])
 
     def extra_repr(self) -> str:
         return f"T={self.num_steps}, kind={self.kind!r}"

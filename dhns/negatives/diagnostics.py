@@ -3,6 +3,9 @@
 For a sample of triples, compares the mean score of positives, uniform negatives and the
 generated negatives of each level (tail-replaced ``(h, r, t^)`` and head-replaced
 ``(h^, r, t)``). A useful sampler gives positives > level 1 > ... > level L > uniform.
+The dispersion of the generated embeddings (1 = as spread as the real ones) tells a sampler
+that shrinks towards its condition (< 1: harder negatives than its model of the data) from one
+whose reverse chain amplifies its own errors (> 1).
 """
 
 from __future__ import annotations
@@ -11,16 +14,20 @@ import torch
 from torch import Tensor
 
 from dhns.kge.model import MultimodalKGE
-from dhns.negatives.hierarchical import HierarchicalGenerator
+from dhns.negatives.hierarchical import GeneratedNegatives, HierarchicalGenerator
 from dhns.negatives.ntat import embed_with_generated
 
 
 @torch.no_grad()
 def level_scores(model: MultimodalKGE, generator: HierarchicalGenerator, triples: Tensor,
-                 rng: torch.Generator) -> dict[str, Tensor]:
-    """Per-sample scores ``{"positive": (n,), "uniform": (2n,), "t=<k>": (2n,), ...}``."""
+                 rng: torch.Generator, negatives: GeneratedNegatives | None = None
+                 ) -> dict[str, Tensor]:
+    """Per-sample scores ``{"positive": (n,), "uniform": (2n,), "t=<k>": (2n,), ...}``.
+
+    ``negatives``: already generated for ``triples`` (else generated here from ``rng``).
+    """
     n = len(triples)
-    gen = generator.generate(model, triples, rng)
+    gen = negatives if negatives is not None else generator.generate(model, triples, rng)
     e_h, r, e_t, h_hat, t_hat = embed_with_generated(model, gen)
     score = model.scorer.score
     random_ids = torch.randint(model.config.num_entities, (2, n), generator=rng)
@@ -32,6 +39,34 @@ def level_scores(model: MultimodalKGE, generator: HierarchicalGenerator, triples
     for k, t in enumerate(generator.levels):
         out[f"t={t}"] = torch.cat([score(e_h, r, t_hat[k]), score(h_hat[k], r, e_t)])
     return {name: value.float().cpu() for name, value in out.items()}
+
+
+@torch.no_grad()
+def level_dispersion(model: MultimodalKGE, generator: HierarchicalGenerator,
+                     negatives: GeneratedNegatives) -> dict[str, float]:
+    """Spread of generated modality embeddings relative to the real ones, per level.
+
+    For every generated (modality, direction) stream: ``sqrt(mean_d var_d(generated) /
+    var_d(real))`` over the positives that have the stream, averaged over streams. Returns
+    ``{"t=<k>": ratio}``; 1 = as dispersed as the data.
+    """
+    batch = negatives.batch
+    real, _ = model.modality_embeddings(torch.cat([batch[:, 2], batch[:, 0]]))
+    b = len(batch)
+    ratios = torch.zeros(len(generator.levels))
+    streams = 0
+    for states, mask, rows in ((negatives.tails, negatives.tail_generated, slice(0, b)),
+                               (negatives.heads, negatives.head_generated, slice(b, 2 * b))):
+        for m in range(mask.shape[0]):
+            keep = mask[m].nonzero().squeeze(1)
+            if len(keep) < 2:
+                continue
+            real_var = real[m, rows][keep].float().var(0).clamp(min=1e-12)  # (D,)
+            gen_var = states[:, m, keep].float().var(1)  # (L, D)
+            ratios += (gen_var / real_var).mean(-1).sqrt().cpu()
+            streams += 1
+    ratios /= max(streams, 1)
+    return {f"t={t}": round(float(r), 4) for t, r in zip(generator.levels, ratios, strict=True)}
 
 
 def summarise(scores: dict[str, Tensor]) -> dict:
