@@ -71,6 +71,10 @@ def test_repro_writes_metrics_for_every_model(project: Path) -> None:
         assert set(result["by_side"]) == {"head", "tail"}
     diagnostics = json.loads((project / "metrics" / "diffusion.json").read_text())
     assert set(diagnostics["mean_score"]) >= {"positive", "uniform"}
+    levels = [f"t={t}" for t in diagnostics["level_steps"]]
+    assert list(diagnostics["dispersion"]) == levels
+    assert all(0 < v < 10 for v in diagnostics["dispersion"].values()), diagnostics
+    assert 0 < diagnostics["terminal_alpha_bar"] < 1
     for name in ("pretrain", "uniform", "retrain"):
         lines = (project / "plots" / f"{name}.csv").read_text().splitlines()
         assert lines[0] == "epoch,loss,valid_mrr" and len(lines) > 1
