@@ -102,9 +102,10 @@ def test_bench_with_pykeen(tmp_path: Path) -> None:
     assert result["pykeen_version"] and result["training"]["pykeen"]["timed_triples"] == 64
 
 
-def _fake_run(path: Path, mrr: float, wall: float) -> None:
+def _fake_run(path: Path, mrr: float, wall: float, dhns_gain: float = 0.0) -> None:
     metrics = {m: {"mrr": mrr, "hits@1": mrr / 2, "hits@3": mrr, "hits@10": 2 * mrr,
                    "optimistic": {"mrr": mrr + 0.01}} for m in ("pretrain", "uniform", "dhns")}
+    metrics["dhns"]["mrr"] = mrr + dhns_gain
     path.write_text(json.dumps({"wall_seconds": wall, "metrics": {"evaluate": metrics}}))
 
 
@@ -126,3 +127,18 @@ def test_summary_mean_and_spread_over_seeds(tmp_path: Path) -> None:
     assert "| 0.2500 | 0.1250 | 0.2500 | 0.5000 | 0.2600 | 0 | 50 min |" in single
     tagged = summary.load_runs(tmp_path, tag="lambda1")
     assert list(tagged) == ["MKG-Y"] and tagged["MKG-Y"][0]["seed"] == 1
+
+
+def test_summary_dhns_against_uniform_spread(tmp_path: Path) -> None:
+    from bench import summary
+
+    # uniform MRR 0.300 / 0.302 (std 0.0014); dhns gains 0.004 and 0.002 (mean 0.003)
+    _fake_run(tmp_path / "MKG-W-seed0.json", 0.300, 60, dhns_gain=0.004)
+    _fake_run(tmp_path / "MKG-W-seed1.json", 0.302, 60, dhns_gain=0.002)
+    _fake_run(tmp_path / "MKG-Y-seed0.json", 0.300, 60, dhns_gain=0.0005)
+    _fake_run(tmp_path / "MKG-Y-seed1.json", 0.310, 60, dhns_gain=0.0005)
+    _fake_run(tmp_path / "DB15K-seed0.json", 0.25, 60, dhns_gain=-0.001)
+    rows = summary.dhns_vs_uniform(summary.load_runs(tmp_path)).splitlines()
+    assert "| MKG-W | 0: +0.0040, 1: +0.0020 | +0.0030 | 0.0014 | yes |" in rows
+    assert "| MKG-Y | 0: +0.0005, 1: +0.0005 | +0.0005 | 0.0071 | no |" in rows
+    assert "| DB15K | 0: -0.0010 | -0.0010 | - (one seed) | - |" in rows
