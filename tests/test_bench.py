@@ -142,3 +142,37 @@ def test_summary_dhns_against_uniform_spread(tmp_path: Path) -> None:
     assert "| MKG-W | 0: +0.0040, 1: +0.0020 | +0.0030 | 0.0014 | yes |" in rows
     assert "| MKG-Y | 0: +0.0005, 1: +0.0005 | +0.0005 | 0.0071 | no |" in rows
     assert "| DB15K | 0: -0.0010 | -0.0010 | - (one seed) | - |" in rows
+
+
+def test_overhead_interleaves_uniform_and_dhns_steps(tmp_path: Path) -> None:
+    from bench import overhead
+    from dhns.config import SyntheticConfig, load_params
+    from dhns.data import generate_synthetic, load_dataset
+    from dhns.diffusion.sampler import DiffusionSampler
+    from dhns.kge.model import STRUCTURE, KGEModelConfig, MultimodalKGE
+    from dhns.negatives import HierarchicalGenerator
+
+    generate_synthetic(SyntheticConfig(num_entities=60, num_types=3, num_relations=4,
+                                       triples_per_relation=60), tmp_path / "tiny")
+    kg, _ = load_dataset(tmp_path / "tiny")
+    params = load_params(Path(__file__).parents[1] / "params.yaml")
+    params.retrain.batch_size = 32
+    cfg = KGEModelConfig("rotate", 8, 6.0, kg.num_entities, kg.num_relations, [STRUCTURE], {})
+
+    def load_model() -> MultimodalKGE:
+        return MultimodalKGE(cfg, {}, torch.Generator().manual_seed(0))
+
+    sampler = DiffusionSampler(16, ["structure:tail", "structure:head"], steps=20)
+    hier = HierarchicalGenerator(sampler, [0.05, 0.1, 0.2, 0.5], sampling_steps=5)
+    result = overhead.measure_overhead(load_model, hier, kg.train, params, rounds=3, steps=4)
+    assert result["steps_counted"] == 8
+    assert result["steps_per_epoch"] == -(-len(kg.train) // 32)
+    split = result["dhns_split_per_epoch"]
+    # generation ran inside the counted steps (refresh every 4: steps 4 and 8 regenerate)
+    assert split["generate"] > 0 and split["score_generated"] > 0
+    assert sum(split.values()) == pytest.approx(result["seconds_per_epoch"]["dhns"], abs=0.003)
+    per_step = result["seconds_per_step"]
+    assert result["dhns_vs_uniform"] == pytest.approx(per_step["dhns"] / per_step["uniform"],
+                                                      rel=0.01)
+    with pytest.raises(ValueError, match="warms up"):
+        overhead.measure_overhead(load_model, hier, kg.train, params, rounds=1, steps=4)
