@@ -20,6 +20,7 @@ def write_history(name: str, result: TrainResult, metrics_dir: Path, plots_dir: 
         "seconds": round(result.seconds, 1),
         "seconds_per_epoch": round(result.seconds / max(1, len(epochs)), 2),
         "stopped_early": result.stopped_early,
+        "skipped_steps": result.skipped_steps,
         **(extra or {}),
     }
     atomic_write_json(metrics_dir / f"{name}.json", summary)

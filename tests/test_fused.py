@@ -71,6 +71,17 @@ def test_fused_rotate_zero_difference_has_zero_finite_gradient() -> None:
     assert q.grad.abs().sum() == 0 and c.grad.abs().sum() == 0
 
 
+def test_eager_rotate_zero_difference_has_zero_finite_gradient() -> None:
+    # The eager score (positives, L_HA, ranking without compile) follows the same rule.
+    scorer = make_scorer("rotate", 2, GAMMA)
+    q = torch.tensor([[1.0, 2.0, 3.0, 4.0]], requires_grad=True)
+    c = torch.tensor([[1.0, 2.0, 3.0, 4.0]], requires_grad=True)
+    score = scorer.match(q, c)
+    torch.testing.assert_close(score, torch.tensor([GAMMA]))
+    score.sum().backward()
+    assert torch.isfinite(q.grad).all() and q.grad.abs().sum() == 0
+
+
 def test_pairwise_rotate_distance_rejects_bad_shapes() -> None:
     with pytest.raises(ValueError, match="expected"):
         pairwise_rotate_distance(torch.zeros(2, 3, 4), torch.zeros(3, 5, 4))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from pathlib import Path
 
 import pytest
@@ -186,6 +187,38 @@ def test_without_validation_keeps_last_weights() -> None:
     assert not torch.equal(model.entity.detach(), before)
     losses = [rec["loss"] for rec in result.history]
     assert losses == sorted(losses, reverse=True)
+
+
+def test_non_finite_loss_steps_are_skipped_and_weights_stay_finite() -> None:
+    # Steps 2 and 5 produce NaN / inf: they are not applied, the rest train normally.
+    model = toy_model()
+    train = torch.tensor([[0, 0, 1], [2, 1, 3], [4, 0, 5]])
+    bad_steps = {2: float("nan"), 5: float("inf")}
+
+    def flaky_loss(m: MultimodalKGE, batch: torch.Tensor, step: int):
+        loss, stats = drift_loss(m, batch, step)
+        return (loss * bad_steps[step] if step in bad_steps else loss), stats
+
+    lines: list[str] = []
+    trainer = Trainer(model, train, flaky_loss, epochs=3, batch_size=2, lr=0.05,
+                      generator=gen(0), progress=False, log=lines.append)
+    result = trainer.fit()
+    assert trainer.step == 6 and result.skipped_steps == 2
+    assert sum("skipped step" in line for line in lines) == 2
+    assert torch.isfinite(model.entity).all() and torch.isfinite(model.relation).all()
+    assert all(math.isfinite(rec["loss"]) for rec in result.history)
+
+
+def test_a_run_of_non_finite_losses_stops_training() -> None:
+    def nan_loss(m: MultimodalKGE, batch: torch.Tensor, step: int):
+        loss, stats = drift_loss(m, batch, step)
+        return loss * float("nan"), stats
+
+    trainer = Trainer(toy_model(), torch.tensor([[0, 0, 1], [2, 1, 3]] * 8), nan_loss,
+                      epochs=3, batch_size=1, lr=0.05, generator=gen(0), progress=False,
+                      log=lambda _msg: None)
+    with pytest.raises(FloatingPointError, match="10 steps in a row"):
+        trainer.fit()
 
 
 # -- checkpoint ---------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-_TINY = 1e-30  # squared modulus floor: the gradient direction of a zero difference is 0
+MODULUS_FLOOR = 1e-30  # squared modulus floor: the gradient direction of a zero difference is 0
 
 
 def _forward(q: Tensor, c: Tensor) -> Tensor:
@@ -42,7 +42,7 @@ def _grad_rows(a_re: Tensor, a_im: Tensor, b_re: Tensor, b_im: Tensor,
     """
     dx = a_re.unsqueeze(-1) - b_re.unsqueeze(1)  # (G, I, d, J), never stored
     dy = a_im.unsqueeze(-1) - b_im.unsqueeze(1)
-    w = grad.unsqueeze(2) * torch.rsqrt(dx * dx + dy * dy + _TINY)
+    w = grad.unsqueeze(2) * torch.rsqrt(dx * dx + dy * dy + MODULUS_FLOOR)
     return (dx * w).sum(dim=-1), (dy * w).sum(dim=-1)
 
 

@@ -25,7 +25,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from dhns.kge.fused import pairwise_rotate_distance
+from dhns.kge.fused import MODULUS_FLOOR, pairwise_rotate_distance
 
 Direction = Literal["tail", "head"]
 
@@ -122,7 +122,11 @@ class RotatE(Scorer):
     def match(self, query: Tensor, candidate: Tensor) -> Tensor:
         q_re, q_im = _split(query)
         c_re, c_im = _split(candidate)
-        return self.gamma - torch.hypot(q_re - c_re, q_im - c_im).sum(dim=-1)
+        dx, dy = q_re - c_re, q_im - c_im
+        # Not hypot: its gradient at a zero difference is 0/0 = NaN (a self-loop triple under a
+        # zero phase, say), and one NaN gradient makes every weight NaN; the floor makes it 0,
+        # as in the fused kernel.
+        return self.gamma - torch.sqrt(dx * dx + dy * dy + MODULUS_FLOOR).sum(dim=-1)
 
     def fuse(self) -> bool:
         self.fused = True

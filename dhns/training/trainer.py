@@ -24,6 +24,10 @@ LossFn = Callable[[MultimodalKGE, Tensor, int], tuple[Tensor, dict[str, float]]]
 Validate = Callable[[MultimodalKGE], float]
 
 
+#: Consecutive steps with a non-finite loss after which training stops with an error.
+MAX_NONFINITE_IN_A_ROW = 10
+
+
 def is_main_process() -> bool:
     dist = torch.distributed
     return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
@@ -37,6 +41,7 @@ class TrainResult:
     seconds: float = 0.0
     stopped_early: bool = False
     start_valid_mrr: float = float("nan")
+    skipped_steps: int = 0  # steps not applied because their loss was not finite
 
 
 class Trainer:
@@ -84,6 +89,7 @@ class Trainer:
         self.validate_start = validate_start and validate is not None
         self.optimizer = adam(model.parameters(), lr=lr)
         self.step = 0
+        self.skipped_steps = 0  # steps whose loss was NaN or infinite (not applied)
 
     def fit(self) -> TrainResult:
         device = next(self.model.parameters()).device
@@ -98,25 +104,42 @@ class Trainer:
             self.log(f"{self.desc}: starting valid MRR {result.start_valid_mrr:.4f}")
         start = time.perf_counter()
         steps_per_epoch = math.ceil(len(train) / self.batch_size)
+        skipped_in_a_row = 0
         for epoch in range(1, self.epochs + 1):
             self.model.train()
             epoch_start = time.perf_counter()
             order = torch.randperm(len(train), generator=self.generator).to(device)
             totals: dict[str, float] = {}
+            skipped_before = self.skipped_steps
             bar = tqdm(range(steps_per_epoch), desc=f"{self.desc} {epoch}/{self.epochs}",
                        disable=not self.progress, leave=False, dynamic_ncols=True)
             for i in bar:
                 batch = train[order[i * self.batch_size:(i + 1) * self.batch_size]]
                 loss, stats = self.loss_fn(self.model, batch, self.step)
+                loss_value = loss.item()
+                self.step += 1
+                if not math.isfinite(loss_value):
+                    # One NaN step would make every weight NaN: skip it, and give up on a run
+                    # that keeps producing them rather than train garbage.
+                    self.skipped_steps += 1
+                    skipped_in_a_row += 1
+                    self.log(f"{self.desc}: skipped step {self.step} (loss {loss_value})")
+                    if skipped_in_a_row >= MAX_NONFINITE_IN_A_ROW:
+                        raise FloatingPointError(
+                            f"{self.desc}: {skipped_in_a_row} steps in a row with a non-finite "
+                            "loss; lower the learning rate or check the inputs")
+                    continue
+                skipped_in_a_row = 0
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 self.optimizer.step()
-                self.step += 1
-                stats = {"loss": loss.item(), **stats}
+                stats = {"loss": loss_value, **stats}
                 for key, value in stats.items():
                     totals[key] = totals.get(key, 0.0) + value
                 bar.set_postfix(loss=f"{stats['loss']:.4f}")
-            record = {key: value / steps_per_epoch for key, value in totals.items()}
+            applied = steps_per_epoch - (self.skipped_steps - skipped_before)
+            record = {"loss": math.nan,
+                      **{key: value / max(applied, 1) for key, value in totals.items()}}
             record = {"epoch": epoch, **record, "seconds": time.perf_counter() - epoch_start}
             if self.validate is not None and (epoch % self.eval_every == 0
                                               or epoch == self.epochs):
@@ -144,6 +167,7 @@ class Trainer:
             result.best_epoch = len(result.history)
         self.model.eval()
         result.seconds = time.perf_counter() - start
+        result.skipped_steps = self.skipped_steps
         return result
 
 
