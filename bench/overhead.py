@@ -6,11 +6,11 @@ Usage (from a project folder whose pipeline has run at least up to the diffusion
 
 Two copies of the pretrained checkpoint train side by side on the same batches: ``uniform``
 (the self-adversarial loss, as the ``uniform`` stage) and ``dhns`` (plus NTAT's ``lambda L_HA``
-with the trained sampler and the ``retrain``/``model`` settings of ``params.yaml``, as the
-``retrain`` stage). They alternate in rounds of ``--steps`` steps so that both see the same
-machine load; the first round warms up (compilation, allocator) and is not counted. The stage
-metrics' ``epoch_time_vs_uniform`` compares two stages run at different times, which on a
-shared machine says more about the load than about DHNS; this does not.
+built by the ``retrain`` stage's own ``build_ntat`` from ``params.yaml``). They alternate in
+rounds of ``--steps`` steps so that both see the same machine load; the first round warms up
+(compilation, allocator) and is not counted. The stage metrics' ``epoch_time_vs_uniform``
+compares two stages run at different times, which on a shared machine says more about the load
+than about DHNS; this does not.
 
 Reported per step and per epoch-equivalent (steps per epoch x seconds per step): the ratio
 dhns / uniform and DHNS's split into generation (the denoiser chain), scoring the generated
@@ -37,9 +37,9 @@ from dhns.io import atomic_write_json
 from dhns.kge.build import compile_scoring
 from dhns.kge.model import MultimodalKGE
 from dhns.kge.negatives import NegativeSampler
-from dhns.negatives import HierarchicalGenerator, NTATLoss
+from dhns.negatives import NTATLoss
 from dhns.optim import adam
-from dhns.training.kgc import uniform_loss
+from dhns.training.kgc import uniform_loss, with_extra_loss
 
 PARTS = ("forward", "backward", "optimizer")
 
@@ -64,17 +64,17 @@ def _time_steps(model: MultimodalKGE, loss_fn: Callable, optimizer: torch.optim.
     return spent
 
 
-def measure_overhead(load_model: Callable[[], MultimodalKGE], hier: HierarchicalGenerator,
+def measure_overhead(load_model: Callable[[], MultimodalKGE], ntat: NTATLoss,
                      train: Tensor, params: Params, *, rounds: int, steps: int,
                      seed: int = 0) -> dict:
     """Interleaved uniform / DHNS training steps; the first of ``rounds`` is warm-up.
 
     Args:
         load_model: returns a fresh copy of the starting KGE (called twice).
-        hier: the hierarchical generator (trained sampler, levels, sampling steps).
+        ntat: the DHNS loss term, as the retrain stage builds it (``stages.retrain.build_ntat``).
         train: (N, 3) training triples; batches of ``params.retrain.batch_size`` are drawn
             from one fixed permutation, the same for both runs.
-        params: ``kge``, ``retrain`` settings (negatives, lambda, fraction, refresh...).
+        params: ``kge`` and ``retrain`` settings (negatives, batch size, learning rate).
     Returns:
         per-step seconds of both runs, their ratio, DHNS's split, and epoch equivalents.
     """
@@ -85,7 +85,6 @@ def measure_overhead(load_model: Callable[[], MultimodalKGE], hier: Hierarchical
     num_entities = models["uniform"].config.num_entities
     num_relations = models["uniform"].config.num_relations
     losses, optimizers = {}, {}
-    ntat = None
     for name, model in models.items():
         sampler = NegativeSampler(num_entities, params.kge.num_negatives,
                                   mode=params.kge.negative_sampler, train=train,
@@ -93,22 +92,7 @@ def measure_overhead(load_model: Callable[[], MultimodalKGE], hier: Hierarchical
         base = uniform_loss(sampler, params.kge.adversarial_temperature,
                             torch.Generator().manual_seed(seed))
         optimizers[name] = adam(model.parameters(), lr=cfg.lr)
-        if name == "uniform":
-            losses[name] = base
-            continue
-        ntat = NTATLoss(hier, cfg.lambda_ha, cfg.level_weights,
-                        cfg.level_margins if cfg.margins else None,
-                        rng=torch.Generator().manual_seed(seed + 1),
-                        refresh_every=cfg.refresh_every,
-                        generate_fraction=cfg.generate_fraction)
-
-        def dhns_loss(model, batch, step, base=base, ntat=ntat):
-            loss, stats = base(model, batch, step)
-            extra, extra_stats = ntat(model, batch, step)
-            return loss + extra, {**stats, **extra_stats}
-
-        losses[name] = dhns_loss
-    assert ntat is not None
+        losses[name] = base if name == "uniform" else with_extra_loss(base, ntat)
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
     size = cfg.batch_size
     steps_per_epoch = math.ceil(len(train) / size)
@@ -165,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     from dhns.data import KnowledgeGraph
     from dhns.device import resolve_device
     from dhns.training.checkpoint import load_kge, load_sampler
+    from stages.retrain import build_ntat
 
     for path in (args.params, args.checkpoint, args.sampler, args.prepared):
         if not path.exists():
@@ -180,9 +165,8 @@ def main(argv: list[str] | None = None) -> int:
         return model
 
     sampler, _ = load_sampler(args.sampler, device)
-    sampling_steps = None if params.retrain.faithful else params.model.sampling_steps
-    hier = HierarchicalGenerator(sampler, params.model.levels, sampling_steps)
-    result = measure_overhead(load_model, hier, kg.train.to(device), params,
+    ntat = build_ntat(params, sampler, torch.Generator().manual_seed(params.seed + 1))
+    result = measure_overhead(load_model, ntat, kg.train.to(device), params,
                               rounds=args.rounds, steps=args.steps, seed=params.seed)
     result = {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -191,9 +175,10 @@ def main(argv: list[str] | None = None) -> int:
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                     "torch": torch.__version__, "threads": torch.get_num_threads()},
         "settings": {"schedule": params.model.schedule, "steps": params.model.steps,
-                     "sampling_steps": sampling_steps,
-                     "generate_fraction": params.retrain.generate_fraction,
-                     "refresh_every": params.retrain.refresh_every,
+                     "sampling_steps": ntat.generator.sampling_steps,
+                     "generate_fraction": ntat.generate_fraction,
+                     "refresh_every": ntat.refresh_every,
+                     "ha_weighting": params.retrain.ha_weighting,
                      "batch_size": params.retrain.batch_size,
                      "num_negatives": params.kge.num_negatives},
         **result,

@@ -10,7 +10,7 @@ from dhns.device import resolve_device
 from dhns.kge.build import compile_scoring
 from dhns.kge.negatives import NegativeSampler
 from dhns.training.checkpoint import load_kge, save_kge
-from dhns.training.kgc import uniform_loss, validator
+from dhns.training.kgc import uniform_loss, validator, with_extra_loss
 from dhns.training.trainer import LossFn, Trainer
 from stages.common import (
     METRICS,
@@ -41,12 +41,7 @@ def continue_training(params: Params, name: str, out: Path, extra_loss: LossFn |
                               mode=params.kge.negative_sampler, train=kg.train,
                               num_relations=kg.num_relations)
     base = uniform_loss(sampler, params.kge.adversarial_temperature, gen)
-    loss_fn = base
-    if extra_loss is not None:
-        def loss_fn(model, batch, step):
-            loss, stats = base(model, batch, step)
-            extra, extra_stats = extra_loss(model, batch, step)
-            return loss + extra, {**stats, **extra_stats}
+    loss_fn = base if extra_loss is None else with_extra_loss(base, extra_loss)
 
     validate = validator(kg.valid, filter_index(kg), kg.num_entities, params.pretrain.max_valid,
                          params.eval.batch_size, generator(params, offset=99))

@@ -4,13 +4,34 @@ from __future__ import annotations
 
 import json
 
+import torch
+
 from dhns.config import Params
 from dhns.device import resolve_device
+from dhns.diffusion.sampler import DiffusionSampler
 from dhns.io import atomic_write_json
 from dhns.negatives import HierarchicalGenerator, NTATLoss
 from dhns.training.checkpoint import load_sampler
 from stages.common import DHNS_CKPT, METRICS, SAMPLER_CKPT, generator, log, run_stage
 from stages.continued import continue_training
+
+
+def build_ntat(params: Params, sampler: DiffusionSampler, rng: torch.Generator) -> NTATLoss:
+    """NTAT's loss term as the ``retrain`` and ``model`` params ask for (``faithful``: full
+    ancestral chain, fresh negatives for the whole batch at every step)."""
+    cfg = params.retrain
+    faithful = cfg.faithful
+    hier = HierarchicalGenerator(sampler, params.model.levels,
+                                 None if faithful else params.model.sampling_steps)
+    return NTATLoss(
+        hier, cfg.lambda_ha, cfg.level_weights, cfg.level_margins if cfg.margins else None,
+        rng=rng,
+        refresh_every=1 if faithful else cfg.refresh_every,
+        generate_fraction=1.0 if faithful else cfg.generate_fraction,
+        joint_lr=params.model.lr if cfg.joint else None,
+        adversarial_temperature=(params.kge.adversarial_temperature
+                                 if cfg.ha_weighting == "adversarial" else None),
+    )
 
 
 def run(params: Params) -> dict:
@@ -20,18 +41,9 @@ def run(params: Params) -> dict:
         return continue_training(params, "retrain", DHNS_CKPT, extra_loss=None)
     device = resolve_device(params.device)
     sampler, _ = load_sampler(SAMPLER_CKPT, device)
-    faithful = cfg.faithful
-    sampling_steps = None if faithful else params.model.sampling_steps
-    hier = HierarchicalGenerator(sampler, params.model.levels, sampling_steps)
-    ntat = NTATLoss(
-        hier, cfg.lambda_ha, cfg.level_weights, cfg.level_margins if cfg.margins else None,
-        rng=generator(params, offset=4),
-        refresh_every=1 if faithful else cfg.refresh_every,
-        generate_fraction=1.0 if faithful else cfg.generate_fraction,
-        joint_lr=params.model.lr if cfg.joint else None,
-        adversarial_temperature=(params.kge.adversarial_temperature
-                                 if cfg.ha_weighting == "adversarial" else None),
-    )
+    ntat = build_ntat(params, sampler, generator(params, offset=4))
+    hier = ntat.generator
+    sampling_steps = hier.sampling_steps
     log(f"retrain: DHNS negatives at t={hier.levels} of T={sampler.num_steps}, "
         f"{'full ancestral chain' if sampling_steps is None else f'{sampling_steps} strided steps'}"
         f", refresh every {ntat.refresh_every} step(s), fraction {ntat.generate_fraction}"

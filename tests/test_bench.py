@@ -150,7 +150,7 @@ def test_overhead_interleaves_uniform_and_dhns_steps(tmp_path: Path) -> None:
     from dhns.data import generate_synthetic, load_dataset
     from dhns.diffusion.sampler import DiffusionSampler
     from dhns.kge.model import STRUCTURE, KGEModelConfig, MultimodalKGE
-    from dhns.negatives import HierarchicalGenerator
+    from stages.retrain import build_ntat
 
     generate_synthetic(SyntheticConfig(num_entities=60, num_types=3, num_relations=4,
                                        triples_per_relation=60), tmp_path / "tiny")
@@ -163,8 +163,8 @@ def test_overhead_interleaves_uniform_and_dhns_steps(tmp_path: Path) -> None:
         return MultimodalKGE(cfg, {}, torch.Generator().manual_seed(0))
 
     sampler = DiffusionSampler(16, ["structure:tail", "structure:head"], steps=20)
-    hier = HierarchicalGenerator(sampler, [0.05, 0.1, 0.2, 0.5], sampling_steps=5)
-    result = overhead.measure_overhead(load_model, hier, kg.train, params, rounds=3, steps=4)
+    ntat = build_ntat(params, sampler, torch.Generator().manual_seed(1))
+    result = overhead.measure_overhead(load_model, ntat, kg.train, params, rounds=3, steps=4)
     assert result["steps_counted"] == 8
     assert result["steps_per_epoch"] == -(-len(kg.train) // 32)
     split = result["dhns_split_per_epoch"]
@@ -175,4 +175,4 @@ def test_overhead_interleaves_uniform_and_dhns_steps(tmp_path: Path) -> None:
     assert result["dhns_vs_uniform"] == pytest.approx(per_step["dhns"] / per_step["uniform"],
                                                       rel=0.01)
     with pytest.raises(ValueError, match="warms up"):
-        overhead.measure_overhead(load_model, hier, kg.train, params, rounds=1, steps=4)
+        overhead.measure_overhead(load_model, ntat, kg.train, params, rounds=1, steps=4)

@@ -23,6 +23,18 @@ def uniform_loss(sampler: NegativeSampler, temperature: float,
     return loss_fn
 
 
+def with_extra_loss(base: LossFn, extra: LossFn) -> LossFn:
+    """``base + extra`` for one step, their stats merged (NTAT's ``lambda L_HA`` on top of the
+    ordinary loss)."""
+
+    def loss_fn(model: MultimodalKGE, batch: Tensor, step: int) -> tuple[Tensor, dict]:
+        loss, stats = base(model, batch, step)
+        extra_loss, extra_stats = extra(model, batch, step)
+        return loss + extra_loss, {**stats, **extra_stats}
+
+    return loss_fn
+
+
 def validator(valid: Tensor, filter_index: FilterIndex, num_entities: int,
               max_triples: int, batch_size: int, generator: torch.Generator) -> Validate:
     """Filtered realistic MRR on a fixed random subset of ``valid`` (both sides)."""
