@@ -158,13 +158,14 @@ def main(argv: list[str] | None = None) -> int:
     params = load_params(args.params)
     device = resolve_device(params.device)
     kg = KnowledgeGraph.load(args.prepared)
+    vocabulary = kg.vocabulary()
 
     def load_model() -> MultimodalKGE:
-        model, _ = load_kge(args.checkpoint, device)
+        model, _ = load_kge(args.checkpoint, device, vocabulary, args.prepared)
         compile_scoring(model, params.kge.compile, device)
         return model
 
-    sampler, _ = load_sampler(args.sampler, device)
+    sampler, _ = load_sampler(args.sampler, device, vocabulary, args.prepared)
     ntat = build_ntat(params, sampler, torch.Generator().manual_seed(params.seed + 1))
     result = measure_overhead(load_model, ntat, kg.train.to(device), params,
                               rounds=args.rounds, steps=args.steps, seed=params.seed)

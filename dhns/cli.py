@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
+from dhns.errors import USER_ERRORS, error_message
+
 if TYPE_CHECKING:
     from dhns.config import Params
     from dhns.data.kg import KnowledgeGraph
@@ -52,22 +54,6 @@ MODELS = ("pretrain", "uniform", "dhns")  # rows of `dhns results`, in this orde
 # --------------------------------------------------------------------------- plumbing
 
 
-def _fallback_user_errors() -> tuple[type[Exception], ...]:
-    from dhns.config import ConfigError
-    from dhns.data.errors import DataError
-    from dhns.training.checkpoint import CheckpointError
-
-    return (ConfigError, DataError, CheckpointError, FileNotFoundError, ValueError)
-
-
-def _user_errors() -> tuple[type[Exception], ...]:
-    """``stages.common.USER_ERRORS`` (the same tuple outside a project checkout)."""
-    try:
-        return _import_stages("common").USER_ERRORS
-    except ModuleNotFoundError:
-        return _fallback_user_errors()
-
-
 def report_user_errors(fn: F) -> F:
     """Turn user mistakes into one ``error: ...`` line on stderr and exit code 1."""
 
@@ -75,33 +61,50 @@ def report_user_errors(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except Exception as exc:
-            if isinstance(exc, _user_errors()):
-                typer.echo(f"error: {exc}", err=True)
-                raise typer.Exit(1) from None
-            raise
+        except USER_ERRORS as exc:
+            typer.echo(f"error: {error_message(exc)}", err=True)
+            raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]
 
 
-def _import_stages(module: str) -> Any:
-    """Import ``stages.<module>``.
+def project_root() -> Path:
+    """The dhns project the command stands in: the current folder, which must hold
+    ``dvc.yaml`` and ``stages/``, and whose ``dhns/`` must be the library running now.
 
-    ``python -m stages.X`` finds the package through the current directory; the ``dhns``
-    console script does not, so fall back to the checkout that holds this ``dhns`` package,
-    then to the current directory.
+    Stage commands refuse anything else, rather than run one checkout's stages with another
+    checkout's library (or write artifacts into the wrong folder), and say which two differ.
     """
-    try:
-        return importlib.import_module(f"stages.{module}")
-    except ModuleNotFoundError as exc:
-        if exc.name != "stages":
-            raise
-    for root in (Path(__file__).resolve().parents[1], Path.cwd()):
-        if (root / "stages" / "common.py").is_file() and str(root) not in sys.path:
-            sys.path.insert(0, str(root))
-            importlib.invalidate_caches()
-            break
-    return importlib.import_module(f"stages.{module}")
+    import dhns
+
+    here = Path.cwd().resolve()
+    if not ((here / "dvc.yaml").is_file() and (here / "stages" / "common.py").is_file()):
+        raise ValueError(f"{here} is not a dhns project folder (no dvc.yaml and stages/ here); "
+                         "run stage commands from the project folder")
+    library = Path(dhns.__file__).resolve().parent
+    if library != here / "dhns":
+        raise ValueError(f"this dhns command runs the library in {library}, but the project "
+                         f"here is {here}: use {here}/.venv/bin/dhns, or `python -m dhns` with "
+                         "this project's interpreter")
+    return here
+
+
+def _import_stages(module: str) -> Any:
+    """Import ``stages.<module>`` from :func:`project_root`, the code ``dvc repro`` runs here.
+
+    The ``dhns`` console script does not have the current folder on ``sys.path``, so put the
+    project root first.
+    """
+    root = project_root()
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+        importlib.invalidate_caches()
+    mod = importlib.import_module(f"stages.{module}")
+    origin = Path(mod.__file__ or "").resolve()
+    if not origin.is_relative_to(root / "stages"):
+        raise ValueError(f"stages.{module} was imported from {origin}, not from the project "
+                         f"here ({root}); another `stages` package shadows it")
+    return mod
 
 
 def _stage_function(module: str, function: str) -> Callable[[Params], Any]:
@@ -119,8 +122,8 @@ def _stage_function(module: str, function: str) -> Callable[[Params], Any]:
 def _run_stage(module: str, params_path: Path, function: str = "run") -> Any:
     from dhns.config import load_params
 
-    fn = _stage_function(module, function)
-    return fn(load_params(params_path))
+    params = load_params(params_path)  # bad params are reported wherever the command runs
+    return _stage_function(module, function)(params)
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]], align: str = "") -> str:
@@ -228,21 +231,14 @@ def _results_table(results: dict[str, Any]) -> str:
 
 def _load_pair(checkpoint: Path, dataset: Path, device: str = "cpu"
                ) -> tuple[MultimodalKGE, dict, KnowledgeGraph]:
-    """A checkpoint and a dataset folder, checked to have the same entities and relations."""
+    """A checkpoint and a dataset folder, checked to have the same entity and relation ids."""
     from dhns.data import load_dataset
     from dhns.device import resolve_device
     from dhns.training.checkpoint import load_kge
 
-    model, meta = load_kge(checkpoint, resolve_device(device))
     kg, warnings = load_dataset(dataset)
     _warn(warnings)
-    cfg = model.config
-    if (cfg.num_entities, cfg.num_relations) != (kg.num_entities, kg.num_relations):
-        trained = f" (trained on {meta['dataset']})" if meta.get("dataset") else ""
-        raise ValueError(
-            f"{checkpoint}: the checkpoint has {cfg.num_entities} entities and "
-            f"{cfg.num_relations} relations{trained}, but {dataset} has {kg.num_entities} "
-            f"entities and {kg.num_relations} relations")
+    model, meta = load_kge(checkpoint, resolve_device(device), kg.vocabulary(), dataset)
     return model, meta, kg
 
 
@@ -272,12 +268,14 @@ def evaluate_command(
     eval.batch_size) and writes metrics/evaluate.json. With --checkpoint PATH --dataset DIR,
     evaluates any checkpoint on any dataset folder and writes nothing.
     """
+    from dhns.io import strict_json  # metrics with NaN print as null: strict JSON
+
     if checkpoint is None and dataset is None:
         if (split, batch_size, device) != (None, None, None):
             raise ValueError("--split, --batch-size and --device go with --checkpoint; the "
                              "stage reads eval.split, eval.batch_size and device from params")
         results = _run_stage("evaluate", params)
-        typer.echo(json.dumps(results, indent=2) if as_json else _results_table(results))
+        typer.echo(strict_json(results) if as_json else _results_table(results))
         return
     if checkpoint is None or dataset is None:
         raise ValueError("--checkpoint and --dataset go together")
@@ -303,7 +301,7 @@ def evaluate_command(
                        categories=kg_test_categories(kg) if split == "test" else None,
                        batch_size=batch_size, progress=sys.stderr.isatty())
     if as_json:
-        typer.echo(json.dumps(metrics, indent=2))
+        typer.echo(strict_json(metrics))
         return
     typer.echo(f"{checkpoint} on {kg.name} ({split}, {metrics['count']} triples, both sides)")
     typer.echo(_metrics_table(metrics))
@@ -367,15 +365,24 @@ def data_download(
                         ] = Path("data"),
     base_url: Annotated[str | None, typer.Option(
         help="Fetch <URL>/<NAME>/<file> instead of the pinned GitHub URLs (mirrors).")] = None,
+    allow_redirects: Annotated[bool, typer.Option(
+        "--allow-redirects",
+        help="Follow HTTP redirects to another host (refused by default; same-host "
+        "redirects are always followed).")] = False,
+    allow_file_url: Annotated[bool, typer.Option(
+        "--allow-file-url",
+        help="Accept a file:// --base-url (a local mirror; refused by default).")] = False,
 ) -> None:
     """Download a benchmark (DB15K, MKG-W, MKG-Y) into DATA_DIR/NAME.
 
     Files come from pinned commits of the NATIVE / K-ON repositories; every file's SHA-256 is
-    checked and the result is validated before it is moved into place.
+    checked and the result is validated before it is moved into place. Only http(s) URLs are
+    used, and a redirect to another host is an error, unless the flags below allow it.
     """
     from dhns.data import download_dataset, load_dataset
 
-    target = download_dataset(name, data_dir, base_url=base_url, progress=sys.stderr.isatty())
+    target = download_dataset(name, data_dir, base_url=base_url, progress=sys.stderr.isatty(),
+                              allow_redirects=allow_redirects, allow_file_url=allow_file_url)
     kg, warnings = load_dataset(target, name=name)
     _warn(warnings)
     typer.echo(f"downloaded {name} into {target}: {_summary_line(kg)}")
@@ -558,16 +565,10 @@ def negatives_command(
         raise ValueError("-k must be >= 1")
     cfg = load_params(params).model
     dev = resolve_device(device)
-    model, meta = load_kge(checkpoint, dev)
-    diffusion, _ = load_sampler(sampler, dev)
     kg = _load_graph(dataset)
-    mc = model.config
-    if (mc.num_entities, mc.num_relations) != (kg.num_entities, kg.num_relations):
-        trained = f" (trained on {meta['dataset']})" if meta.get("dataset") else ""
-        raise ValueError(
-            f"{checkpoint}: the checkpoint has {mc.num_entities} entities and "
-            f"{mc.num_relations} relations{trained}, but {dataset} has {kg.num_entities} "
-            f"entities and {kg.num_relations} relations")
+    vocabulary = kg.vocabulary()
+    model, _ = load_kge(checkpoint, dev, vocabulary, dataset)
+    diffusion, _ = load_sampler(sampler, dev, vocabulary, dataset)
     width = model.scorer.entity_width
     if diffusion.dim != width:
         raise ValueError(f"{sampler}: the sampler generates {diffusion.dim}-wide embeddings but "

@@ -1,14 +1,19 @@
 """The one params schema: typed dataclasses mirroring ``params.yaml``.
 
-Every option lives in ``params.yaml`` with a comment; this module only says its type and
-default. Loading is strict (LibKGE-style): unknown keys and wrong types raise
-:class:`ConfigError` naming the dotted key, so a typo in ``dvc exp run -S`` fails loudly
-instead of silently training the default.
+Every option lives in ``params.yaml`` with a comment; this module only says its type, default
+and, for numbers, its range. Loading is strict (LibKGE-style): unknown keys, wrong types and
+out-of-range values raise :class:`ConfigError` naming the dotted key, so a typo in
+``dvc exp run -S`` fails loudly before any work instead of silently training the default (or
+crashing after ten minutes of it).
+
+Ranges are declared beside each field (``num(60, at_least(1))``) and apply to every item of a
+list; the few rules that tie two keys together live in :func:`_check_cross`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -22,17 +27,79 @@ class ConfigError(ValueError):
     """A params file or override that does not match the schema."""
 
 
+@dataclass(frozen=True)
+class Range:
+    """Allowed values of a numeric param: ``low <= x <= high`` (``<`` where open)."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def __str__(self) -> str:
+        if self.high is None:
+            return f"{'>' if self.low_open else '>='} {_num(self.low)}"
+        if self.low is None:
+            return f"{'<' if self.high_open else '<='} {_num(self.high)}"
+        return (f"in {'(' if self.low_open else '['}{_num(self.low)}, {_num(self.high)}"
+                f"{')' if self.high_open else ']'}")
+
+    def contains(self, value: float) -> bool:
+        if not math.isfinite(value):  # YAML's .nan and .inf are floats too
+            return False
+        low_ok = self.low is None or (value > self.low if self.low_open else value >= self.low)
+        high_ok = (self.high is None
+                   or (value < self.high if self.high_open else value <= self.high))
+        return low_ok and high_ok
+
+
+def _num(x: float | None) -> str:
+    return str(int(x)) if x is not None and float(x).is_integer() else str(x)
+
+
+def at_least(low: float) -> Range:
+    return Range(low)
+
+
+def above(low: float) -> Range:
+    return Range(low, low_open=True)
+
+
+def between(low: float, high: float, low_open: bool = False, high_open: bool = False) -> Range:
+    return Range(low, high, low_open, high_open)
+
+
+COUNT = at_least(1)        # epochs, sizes, widths: zero of them is no run at all
+NON_NEGATIVE = at_least(0)
+POSITIVE = above(0)        # learning rates, margins: zero silently does nothing
+FRACTION = between(0, 1)   # shares of entities
+OPEN_UNIT = between(0, 1, low_open=True, high_open=True)
+SEED = between(0, 2**32 - 1)  # numpy needs >= 0; torch's seed * 1000 + offset fits 64 bits
+
+
+def num(default: float, bounds: Range) -> Any:
+    """A numeric field with its allowed range (checked on load)."""
+    return field(default=default, metadata={"range": bounds})
+
+
+def nums(default: list[float], bounds: Range, increasing: bool = False) -> Any:
+    """A non-empty list of numbers, each in ``bounds`` (``increasing``: strictly)."""
+    return field(default_factory=lambda: list(default),
+                 metadata={"range": bounds, "increasing": increasing})
+
+
 @dataclass
 class SyntheticConfig:
-    num_entities: int = 600
-    num_types: int = 6
-    num_relations: int = 12
-    triples_per_relation: int = 400
-    attributes_per_entity: int = 3
-    missing_text: float = 0.1
-    missing_image: float = 0.1
-    image_size: int = 32
-    seed: int = 0
+    # 10 entities: fewer leave the 80/10/10 split with empty valid or test sets.
+    num_entities: int = num(600, at_least(10))
+    num_types: int = num(6, COUNT)
+    num_relations: int = num(12, COUNT)
+    triples_per_relation: int = num(400, COUNT)
+    attributes_per_entity: int = num(3, NON_NEGATIVE)
+    missing_text: float = num(0.1, FRACTION)
+    missing_image: float = num(0.1, FRACTION)
+    image_size: int = num(32, COUNT)
+    seed: int = num(0, SEED)
 
 
 @dataclass
@@ -40,7 +107,7 @@ class DataConfig:
     name: str = "synthetic"
     dir: str = "data"
     clean_valid: bool = True
-    min_valid: int = 500
+    min_valid: int = num(500, NON_NEGATIVE)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
 
@@ -49,8 +116,8 @@ class TextFeatureConfig:
     enabled: bool = True
     model: str = "builtin:all-MiniLM-L6-v2"
     template: str = "{name}. {description}"
-    max_length: int = 64
-    batch_size: int = 64
+    max_length: int = num(64, COUNT)
+    batch_size: int = num(64, COUNT)
     precomputed: str | None = None
 
 
@@ -59,8 +126,8 @@ class ImageFeatureConfig:
     enabled: bool = True
     backbone: str = "mobilenetv2_100"
     weights: str = "builtin"
-    max_per_entity: int = 3
-    batch_size: int = 32
+    max_per_entity: int = num(3, COUNT)
+    batch_size: int = num(32, COUNT)
     precomputed: str | None = None
 
 
@@ -73,67 +140,70 @@ class FeaturesConfig:
 @dataclass
 class KGEConfig:
     model: Literal["rotate", "transe", "distmult", "complex"] = "rotate"
-    dim: int = 64
+    dim: int = num(64, COUNT)
     modalities: list[str] = field(default_factory=lambda: ["structure", "text", "image"])
-    gamma: float = 6.0
-    adversarial_temperature: float = 1.0
-    num_negatives: int = 64
+    gamma: float = num(6.0, POSITIVE)
+    adversarial_temperature: float = num(1.0, NON_NEGATIVE)  # 0: plain mean over negatives
+    num_negatives: int = num(64, COUNT)
     negative_sampler: Literal["uniform", "bernoulli"] = "uniform"
     compile: bool = True
 
 
 @dataclass
 class PretrainConfig:
-    epochs: int = 60
-    batch_size: int = 512
-    lr: float = 0.002
-    eval_every: int = 5
-    patience: int = 4
-    max_valid: int = 2000
+    epochs: int = num(60, COUNT)
+    batch_size: int = num(512, COUNT)
+    lr: float = num(0.002, POSITIVE)
+    eval_every: int = num(5, COUNT)
+    patience: int = num(4, NON_NEGATIVE)  # 0: never stop early
+    max_valid: int = num(2000, NON_NEGATIVE)  # 0: all of valid
 
 
 @dataclass
 class DiffusionConfig:
-    steps: int = 50
+    # T = 1 has a single state, x_{T-1} ~ N(0, I): every "negative" would be pure noise.
+    steps: int = num(50, at_least(2))
     schedule: Literal["linear", "linear1000", "cosine"] = "linear"
-    beta_start: float = 1e-4
-    beta_end: float = 0.02
-    sampling_steps: int = 10
-    hidden_mult: int = 4
-    levels: list[float] = field(default_factory=lambda: [0.05, 0.1, 0.2, 0.5])
+    beta_start: float = num(1e-4, OPEN_UNIT)
+    beta_end: float = num(0.02, OPEN_UNIT)
+    sampling_steps: int = num(10, COUNT)  # >= steps: the full ancestral chain
+    hidden_mult: int = num(4, COUNT)
+    # Fractions of T, hardest first; the level lists of `retrain` follow this order.
+    levels: list[float] = nums([0.05, 0.1, 0.2, 0.5], OPEN_UNIT, increasing=True)
     modalities: list[str] = field(default_factory=lambda: ["structure", "text", "image"])
-    epochs: int = 30
-    batch_size: int = 1024
-    lr: float = 0.001
+    epochs: int = num(30, COUNT)
+    batch_size: int = num(1024, COUNT)
+    lr: float = num(0.001, POSITIVE)
 
 
 @dataclass
 class RetrainConfig:
     sampler: Literal["dhns", "uniform"] = "dhns"
-    epochs: int = 20
-    batch_size: int = 512
-    lr: float = 0.0005
-    lambda_ha: float = 0.01
-    level_weights: list[float] = field(default_factory=lambda: [0.5, 1.0, 1.0, 0.5])
-    level_margins: list[float] = field(default_factory=lambda: [0.3, 0.5, 0.7, 0.9])
+    # 0 epochs would only copy pretrain: the uniform baseline and DHNS would be the same model.
+    epochs: int = num(20, COUNT)
+    batch_size: int = num(512, COUNT)
+    lr: float = num(0.0005, POSITIVE)
+    lambda_ha: float = num(0.01, NON_NEGATIVE)
+    level_weights: list[float] = nums([0.5, 1.0, 1.0, 0.5], NON_NEGATIVE)  # one per level
+    level_margins: list[float] = nums([0.3, 0.5, 0.7, 0.9], NON_NEGATIVE)  # one per level
     margins: bool = True
     ha_weighting: Literal["mean", "adversarial"] = "mean"
     joint: bool = False
-    refresh_every: int = 4
-    generate_fraction: float = 0.0625
+    refresh_every: int = num(4, COUNT)
+    generate_fraction: float = num(0.0625, between(0, 1, low_open=True))
     faithful: bool = False
-    eval_every: int = 5
+    eval_every: int = num(5, COUNT)
 
 
 @dataclass
 class EvalConfig:
-    batch_size: int = 256
+    batch_size: int = num(256, COUNT)
     split: Literal["valid", "test"] = "test"
 
 
 @dataclass
 class Params:
-    seed: int = 0
+    seed: int = num(0, SEED)
     device: str = "auto"
     data: DataConfig = field(default_factory=DataConfig)
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
@@ -209,15 +279,68 @@ def _build(cls: type, raw: dict, prefix: str = "") -> Any:
             f"{', '.join(sorted(names))})"
         )
     kwargs = {}
-    for name in names & set(raw):
-        key = f"{prefix}.{name}" if prefix else name
-        kwargs[name] = _coerce(raw[name], hints[name], key)
+    for f in dataclasses.fields(cls):  # schema order: the first bad key is always the same
+        if f.name not in raw:
+            continue
+        key = f"{prefix}.{f.name}" if prefix else f.name
+        kwargs[f.name] = _check_range(_coerce(raw[f.name], hints[f.name], key), f, key)
     return cls(**kwargs)
+
+
+def _check_range(value: Any, f: dataclasses.Field, key: str) -> Any:
+    """Apply the field's declared ``range`` (to each item of a list) and list rules."""
+    bounds = f.metadata.get("range")
+    if bounds is None:
+        return value
+    if not isinstance(value, list):
+        if not bounds.contains(value):
+            raise ConfigError(f"{key}: must be {bounds}, got {value!r}")
+        return value
+    if not value:
+        raise ConfigError(f"{key}: must not be empty")
+    for i, item in enumerate(value):
+        if not bounds.contains(item):
+            raise ConfigError(f"{key}[{i}]: must be {bounds}, got {item!r}")
+        if f.metadata.get("increasing") and i and item <= value[i - 1]:
+            raise ConfigError(f"{key}[{i}]: must be greater than {key}[{i - 1}] "
+                              f"({value[i - 1]!r}), got {item!r}")
+    return value
+
+
+def _check_cross(params: Params) -> None:
+    """Rules that tie keys together (each key's own range is checked by :func:`_build`)."""
+    m, r = params.model, params.retrain
+    if m.beta_start > m.beta_end:
+        raise ConfigError(f"model.beta_start: must be <= model.beta_end ({m.beta_end!r}), "
+                          f"got {m.beta_start!r}")
+    for name in ("level_weights", "level_margins"):
+        values = getattr(r, name)
+        if len(values) != len(m.levels):
+            raise ConfigError(f"retrain.{name}: needs one entry per model.levels entry "
+                              f"({len(m.levels)}), got {len(values)}")
+    if not any(r.level_weights):  # L_HA is their weighted mean: it divides by the sum
+        raise ConfigError("retrain.level_weights: must not all be 0")
 
 
 def params_from_dict(raw: dict | None) -> Params:
     """Validate a nested mapping into :class:`Params`; missing keys take their defaults."""
-    return _build(Params, raw or {})
+    params = _build(Params, raw or {})
+    _check_cross(params)
+    return params
+
+
+def numeric_fields(cls: type = Params, prefix: str = "") -> list[tuple[str, dataclasses.Field]]:
+    """Every numeric (or list of numbers) field of the schema, by dotted key."""
+    out = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        key = f"{prefix}.{f.name}" if prefix else f.name
+        hint = hints[f.name]
+        if dataclasses.is_dataclass(hint):
+            out += numeric_fields(hint, key)
+        elif hint in (int, float) or hint in (list[int], list[float]):
+            out.append((key, f))
+    return out
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:

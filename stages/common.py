@@ -1,7 +1,8 @@
-"""Pipeline plumbing shared by the stages: artifact paths, params, error handling.
+"""Pipeline plumbing shared by the stages: artifact paths, params, error handling, logging.
 
 Paths live here and only here; the library (``dhns``) never knows where the pipeline keeps
-its files.
+its files. Kept light (no model code): every stage imports it, so every file it imports is a
+DVC dependency of every stage. Loading the prepared graph is in :mod:`stages.inputs`.
 """
 
 from __future__ import annotations
@@ -15,13 +16,9 @@ from pathlib import Path
 
 import torch
 
-from dhns.config import ConfigError, Params, load_params
-from dhns.data.errors import DataError
-from dhns.data.kg import KnowledgeGraph
-from dhns.evaluation.filter import FilterIndex
-from dhns.features.table import FeatureTable
-from dhns.io import atomic_write_json
-from dhns.training.checkpoint import CheckpointError
+from dhns.config import Params, load_params
+from dhns.errors import USER_ERRORS, error_message
+from dhns.io import atomic_write_json, check_writable
 
 ARTIFACTS = Path("artifacts")
 PREPARED = ARTIFACTS / "prepared"
@@ -34,13 +31,10 @@ DHNS_CKPT = ARTIFACTS / "retrain" / "model.pt"
 METRICS = Path("metrics")
 PLOTS = Path("plots")
 
-# Errors a user can cause (bad params, bad data, wrong file): one line, no traceback.
-USER_ERRORS = (ConfigError, DataError, CheckpointError, FileNotFoundError, ValueError)
-
-
 def run_stage(fn: Callable[[Params], object], metrics: str | None = None,
               params_path: str = "params.yaml") -> None:
-    """Entry point of ``python -m stages.X``: load params, run, report user errors briefly.
+    """Entry point of ``python -m stages.X``: load params, run, report user errors briefly:
+    one ``error:`` line (an OSError as ``<path>: <reason>``) and exit status 1.
 
     With ``metrics``, the stage's ``metrics/<metrics>.json`` also gets its wall time and peak
     resident memory (``resources``), the cost figures the benchmark tables quote.
@@ -48,11 +42,18 @@ def run_stage(fn: Callable[[Params], object], metrics: str | None = None,
     start = time.perf_counter()
     try:
         fn(load_params(params_path))
+        if metrics is not None:
+            record_resources(METRICS / f"{metrics}.json", time.perf_counter() - start)
     except USER_ERRORS as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {error_message(exc)}", file=sys.stderr)
         raise SystemExit(1) from None
-    if metrics is not None:
-        record_resources(METRICS / f"{metrics}.json", time.perf_counter() - start)
+
+
+def check_outputs(*folders: Path) -> None:
+    """First call of every stage: the folders it writes into can be written, so a read-only
+    or misplaced folder fails in a second, not after the training. Raises OSError."""
+    for folder in folders:
+        check_writable(folder)
 
 
 def record_resources(path: Path, wall_seconds: float) -> None:
@@ -70,24 +71,6 @@ def record_resources(path: Path, wall_seconds: float) -> None:
 def generator(params: Params, offset: int = 0) -> torch.Generator:
     """A CPU generator seeded from ``params.seed``; each stage uses its own offset."""
     return torch.Generator().manual_seed(params.seed * 1000 + offset)
-
-
-def load_prepared() -> KnowledgeGraph:
-    if not (PREPARED / "triples.pt").exists():
-        raise FileNotFoundError(f"{PREPARED}: not prepared yet (run `dhns prepare`)")
-    return KnowledgeGraph.load(PREPARED)
-
-
-def load_features(params: Params) -> dict[str, FeatureTable]:
-    tables = {}
-    for name, path in (("text", TEXT_FEATURES), ("image", IMAGE_FEATURES)):
-        if name in params.kge.modalities and path.exists():
-            tables[name] = FeatureTable.load(path)
-    return tables
-
-
-def filter_index(kg: KnowledgeGraph) -> FilterIndex:
-    return FilterIndex(kg.all_triples(), kg.num_relations)
 
 
 def log(message: str) -> None:

@@ -12,15 +12,8 @@ from dhns.kge.negatives import NegativeSampler
 from dhns.training.checkpoint import load_kge, save_kge
 from dhns.training.kgc import uniform_loss, validator, with_extra_loss
 from dhns.training.trainer import LossFn, Trainer
-from stages.common import (
-    METRICS,
-    PLOTS,
-    PRETRAIN_CKPT,
-    filter_index,
-    generator,
-    load_prepared,
-    log,
-)
+from stages.common import METRICS, PLOTS, PREPARED, PRETRAIN_CKPT, generator, log
+from stages.inputs import filter_index, load_prepared
 from stages.reporting import write_history
 
 
@@ -33,7 +26,7 @@ def continue_training(params: Params, name: str, out: Path, extra_loss: LossFn |
     """
     kg = load_prepared()
     device = resolve_device(params.device)
-    model, _ = load_kge(PRETRAIN_CKPT, device)
+    model, _ = load_kge(PRETRAIN_CKPT, device, kg.vocabulary(), PREPARED)
     log(compile_scoring(model, params.kge.compile, device))
     cfg = params.retrain
     gen = generator(params, offset=3)
@@ -52,6 +45,7 @@ def continue_training(params: Params, name: str, out: Path, extra_loss: LossFn |
                       validate_start=True)
     result = trainer.fit()
     save_kge(out, model, meta={"dataset": kg.name, "stage": name, "params": to_dict(params),
-                               "best_epoch": result.best_epoch, "history": result.history})
+                               "best_epoch": result.best_epoch, "history": result.history},
+             vocabulary=kg.vocabulary())
     return write_history(name, result, METRICS, PLOTS,
                          extra={"start_valid_mrr": round(result.start_valid_mrr, 6)})

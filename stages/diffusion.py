@@ -22,13 +22,15 @@ from dhns.training.checkpoint import load_kge, save_sampler
 from stages.common import (
     METRICS,
     PLOTS,
+    PREPARED,
     PRETRAIN_CKPT,
     SAMPLER_CKPT,
+    check_outputs,
     generator,
-    load_prepared,
     log,
     run_stage,
 )
+from stages.inputs import load_prepared
 
 DIAGNOSTIC_TRIPLES = 1000
 #: abar_{T-1} above this: the reverse chain starts off the training distribution.
@@ -43,17 +45,19 @@ def held_out_ratios(sampler: DiffusionSampler, x0, c, stream, seed: int) -> dict
 
 
 def run(params: Params) -> dict:
+    check_outputs(SAMPLER_CKPT.parent, METRICS, PLOTS)
     kg = load_prepared()
     device = resolve_device(params.device)
     cfg = params.model
-    model, _ = load_kge(PRETRAIN_CKPT, device)
+    vocabulary = kg.vocabulary()
+    model, _ = load_kge(PRETRAIN_CKPT, device, vocabulary, PREPARED)
     streams = sampler_modalities(model, cfg.modalities)
     gen = generator(params, offset=2)
     train = kg.train.to(device)
     x0, c, stream = diffusion_pairs(model, train, streams)
     vx0, vc, vstream = diffusion_pairs(model, kg.valid.to(device), streams)
     sampler = DiffusionSampler(model.scorer.entity_width, streams, cfg.steps, cfg.schedule,
-                               cfg.beta_start, cfg.beta_end, cfg.hidden_mult).to(device)
+                               cfg.beta_start, cfg.beta_end, cfg.hidden_mult, gen).to(device)
     sampler.fit_standardisation(x0, c, stream)
     before = held_out_ratios(sampler, vx0, vc, vstream, params.seed)
     log(f"diffusion: T={cfg.steps} ({cfg.schedule}), {len(x0)} training pairs over streams "
@@ -93,7 +97,7 @@ def run(params: Params) -> dict:
         **summary,
     }
     save_sampler(SAMPLER_CKPT, sampler, meta={"dataset": kg.name, "params": to_dict(params),
-                                              "report": report})
+                                              "report": report}, vocabulary=vocabulary)
     atomic_write_json(METRICS / "diffusion.json", report)
     lines = ["epoch,loss_ratio"] + [f"{i + 1},{v / L1_OF_ZERO_PREDICTOR:.6f}"
                                     for i, v in enumerate(history)]

@@ -15,27 +15,30 @@ from dhns.training.checkpoint import load_kge
 from stages.common import (
     DHNS_CKPT,
     METRICS,
+    PREPARED,
     PRETRAIN_CKPT,
     UNIFORM_CKPT,
-    filter_index,
-    load_prepared,
+    check_outputs,
     log,
     run_stage,
 )
+from stages.inputs import filter_index, load_prepared
 
 CHECKPOINTS = {"pretrain": PRETRAIN_CKPT, "uniform": UNIFORM_CKPT, "dhns": DHNS_CKPT}
 
 
 def run(params: Params, checkpoints: dict[str, Path] | None = None) -> dict:
+    check_outputs(METRICS)
     kg = load_prepared()
     device = resolve_device(params.device)
     split = params.eval.split
     triples = kg.test if split == "test" else kg.valid
     categories = kg_test_categories(kg) if split == "test" else None
     index = filter_index(kg)
+    vocabulary = kg.vocabulary()
     results = {}
     for i, (name, path) in enumerate((checkpoints or CHECKPOINTS).items()):
-        model, meta = load_kge(path, device)
+        model, meta = load_kge(path, device, vocabulary, PREPARED)
         note = compile_scoring(model, params.kge.compile, device)
         if i == 0:  # the same for every checkpoint
             log(note)

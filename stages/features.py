@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -9,7 +10,16 @@ from dhns.config import Params
 from dhns.device import resolve_device
 from dhns.features.table import FeatureTable
 from dhns.io import atomic_write_json
-from stages.common import IMAGE_FEATURES, METRICS, TEXT_FEATURES, load_prepared, log, run_stage
+from stages.common import (
+    IMAGE_FEATURES,
+    METRICS,
+    PREPARED,
+    TEXT_FEATURES,
+    check_outputs,
+    log,
+    run_stage,
+)
+from stages.inputs import load_prepared
 
 
 def _finish(name: str, table: FeatureTable, path: Path) -> dict:
@@ -17,19 +27,26 @@ def _finish(name: str, table: FeatureTable, path: Path) -> dict:
     report = {k: v for k, v in table.meta.items() if isinstance(v, (int, float, str, bool))}
     report["with_modality"] = int(table.mask.sum())
     report["entities"] = table.num_entities
+    if table.meta.get("skipped_by_reason"):
+        report["skipped_by_reason"] = dict(table.meta["skipped_by_reason"])
     atomic_write_json(METRICS / f"{name}_features.json", report)
     log(f"{name} features: {table.num_entities} x {table.dim}, "
         f"{report['with_modality']} entities have {name}"
         + (f" ({table.meta['reason']})" if table.meta.get("reason") else ""))
+    if name == "image" and table.meta.get("skipped_images"):
+        from dhns.features.image import skipped_summary
+        log(skipped_summary(table.meta))
     return report
 
 
 def _run(params: Params, name: str, path: Path) -> dict:
+    check_outputs(path.parent, METRICS)
     cfg = getattr(params.features, name)
     kg = load_prepared()
+    vocabulary = kg.vocabulary()
     if cfg.precomputed:
         from dhns.features.precomputed import load_precomputed
-        table = load_precomputed(cfg.precomputed, kg.num_entities)
+        table = load_precomputed(cfg.precomputed, kg.num_entities, vocabulary, PREPARED)
     elif not cfg.enabled:
         table = FeatureTable.empty(kg.num_entities, f"features.{name}.enabled is false")
     elif name == "image" and not any(kg.image_dirs):
@@ -38,7 +55,8 @@ def _run(params: Params, name: str, path: Path) -> dict:
         from dhns.features import extract_image_features, extract_text_features
         extract = extract_text_features if name == "text" else extract_image_features
         table = extract(kg, cfg, resolve_device(params.device), progress=sys.stderr.isatty())
-    return _finish(name, table, path)
+    # Rows follow kg's entity ids: record which, so pretrain refuses the table on another graph.
+    return _finish(name, dataclasses.replace(table, vocabulary=vocabulary), path)
 
 
 def run_text(params: Params) -> dict:

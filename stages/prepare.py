@@ -11,10 +11,11 @@ from dhns.config import Params
 from dhns.data import load_dataset
 from dhns.data.validate import top_up_valid
 from dhns.io import atomic_write_json
-from stages.common import METRICS, PREPARED, log, run_stage
+from stages.common import METRICS, PREPARED, check_outputs, log, run_stage
 
 
 def run(params: Params) -> dict:
+    check_outputs(PREPARED, METRICS)
     source = Path(params.data.dir) / params.data.name
     if not source.is_dir():
         raise FileNotFoundError(

@@ -11,25 +11,17 @@ from dhns.kge.negatives import NegativeSampler
 from dhns.training.checkpoint import save_kge
 from dhns.training.kgc import uniform_loss, validator
 from dhns.training.trainer import Trainer
-from stages.common import (
-    METRICS,
-    PLOTS,
-    PRETRAIN_CKPT,
-    filter_index,
-    generator,
-    load_features,
-    load_prepared,
-    log,
-    run_stage,
-)
+from stages.common import METRICS, PLOTS, PRETRAIN_CKPT, check_outputs, generator, log, run_stage
+from stages.inputs import filter_index, load_features, load_prepared
 from stages.reporting import write_history
 
 
 def run(params: Params) -> dict:
+    check_outputs(PRETRAIN_CKPT.parent, METRICS, PLOTS)
     kg = load_prepared()
     device = resolve_device(params.device)
     gen = generator(params, offset=1)
-    model, notes = build_kge(params.kge, kg, load_features(params), gen)
+    model, notes = build_kge(params.kge, kg, load_features(params, kg), gen)
     for note in notes:
         log(f"note: {note}")
     log(f"pretrain {params.kge.model} on {kg.name}: modalities {model.modalities}, "
@@ -51,7 +43,8 @@ def run(params: Params) -> dict:
     result = trainer.fit()
     save_kge(PRETRAIN_CKPT, model, meta={
         "dataset": kg.name, "stage": "pretrain", "params": to_dict(params),
-        "best_epoch": result.best_epoch, "history": result.history})
+        "best_epoch": result.best_epoch, "history": result.history},
+        vocabulary=kg.vocabulary())
     return write_history("pretrain", result, METRICS, PLOTS)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from dhns.io import atomic_write_json, atomic_write_text
@@ -10,13 +11,17 @@ from dhns.training.trainer import TrainResult
 
 def write_history(name: str, result: TrainResult, metrics_dir: Path, plots_dir: Path,
                   extra: dict | None = None) -> dict:
-    """``metrics/<name>.json`` (summary) and ``plots/<name>.csv`` (epoch, loss, valid_mrr)."""
+    """``metrics/<name>.json`` (summary) and ``plots/<name>.csv`` (epoch, loss, valid_mrr).
+
+    A figure that was never measured (no validation ran) or is not finite (every step of the
+    last epoch skipped) is ``null`` in the JSON and an empty cell in the CSV, never ``NaN``.
+    """
     epochs = result.history
     summary = {
         "epochs_run": len(epochs),
         "best_epoch": result.best_epoch,
-        "best_valid_mrr": round(result.best_valid_mrr, 6),
-        "final_loss": round(epochs[-1]["loss"], 6) if epochs else None,
+        "best_valid_mrr": _rounded(result.best_valid_mrr),
+        "final_loss": _rounded(epochs[-1]["loss"]) if epochs else None,
         "seconds": round(result.seconds, 1),
         "seconds_per_epoch": round(result.seconds / max(1, len(epochs)), 2),
         "stopped_early": result.stopped_early,
@@ -26,8 +31,16 @@ def write_history(name: str, result: TrainResult, metrics_dir: Path, plots_dir: 
     atomic_write_json(metrics_dir / f"{name}.json", summary)
     lines = ["epoch,loss,valid_mrr"]
     for record in epochs:
-        mrr = record.get("valid_mrr")
-        mrr_text = "" if mrr is None else f"{mrr:.6f}"
-        lines.append(f"{record['epoch']},{record['loss']:.6f},{mrr_text}")
+        cells = (record["epoch"], _cell(record["loss"]), _cell(record.get("valid_mrr")))
+        lines.append(",".join(map(str, cells)))
     atomic_write_text(plots_dir / f"{name}.csv", "\n".join(lines) + "\n")
     return summary
+
+
+def _rounded(value: float | None, digits: int = 6) -> float | None:
+    return round(value, digits) if value is not None and math.isfinite(value) else None
+
+
+def _cell(value: float | None) -> str:
+    value = _rounded(value)
+    return "" if value is None else f"{value:.6f}"

@@ -12,8 +12,19 @@ from dhns.diffusion.sampler import DiffusionSampler
 from dhns.io import atomic_write_json
 from dhns.negatives import HierarchicalGenerator, NTATLoss
 from dhns.training.checkpoint import load_sampler
-from stages.common import DHNS_CKPT, METRICS, SAMPLER_CKPT, generator, log, run_stage
+from stages.common import (
+    DHNS_CKPT,
+    METRICS,
+    PLOTS,
+    PREPARED,
+    SAMPLER_CKPT,
+    check_outputs,
+    generator,
+    log,
+    run_stage,
+)
 from stages.continued import continue_training
+from stages.inputs import load_prepared
 
 
 def build_ntat(params: Params, sampler: DiffusionSampler, rng: torch.Generator) -> NTATLoss:
@@ -35,12 +46,14 @@ def build_ntat(params: Params, sampler: DiffusionSampler, rng: torch.Generator) 
 
 
 def run(params: Params) -> dict:
+    check_outputs(DHNS_CKPT.parent, METRICS, PLOTS)
     cfg = params.retrain
     if cfg.sampler == "uniform":
         log("retrain: retrain.sampler is uniform, so no generated negatives (ablation)")
         return continue_training(params, "retrain", DHNS_CKPT, extra_loss=None)
     device = resolve_device(params.device)
-    sampler, _ = load_sampler(SAMPLER_CKPT, device)
+    # The pretrained KGE is checked against the prepared graph in continue_training.
+    sampler, _ = load_sampler(SAMPLER_CKPT, device, load_prepared().vocabulary(), PREPARED)
     ntat = build_ntat(params, sampler, generator(params, offset=4))
     hier = ntat.generator
     sampling_steps = hier.sampling_steps

@@ -6,10 +6,11 @@ from pathlib import Path
 
 from dhns.config import Params
 from dhns.data import generate_synthetic
-from stages.common import log, run_stage
+from stages.common import check_outputs, log, run_stage
 
 
 def run(params: Params) -> Path:
+    check_outputs(Path(params.data.dir))
     out = Path(params.data.dir) / "synthetic"
     generate_synthetic(params.data.synthetic, out)
     log(f"generated the synthetic dataset in {out}")

@@ -7,11 +7,12 @@ same optimiser settings as the DHNS retrain: the honest ablation DHNS must beat.
 from __future__ import annotations
 
 from dhns.config import Params
-from stages.common import UNIFORM_CKPT, run_stage
+from stages.common import METRICS, PLOTS, UNIFORM_CKPT, check_outputs, run_stage
 from stages.continued import continue_training
 
 
 def run(params: Params) -> dict:
+    check_outputs(UNIFORM_CKPT.parent, METRICS, PLOTS)
     return continue_training(params, "uniform", UNIFORM_CKPT, extra_loss=None)
 
 

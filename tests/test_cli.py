@@ -34,7 +34,7 @@ def toy(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     model, _ = build_kge(KGEConfig(dim=8, modalities=["structure"]), kg, {},
                          torch.Generator().manual_seed(0))
     checkpoint = root / "model.pt"
-    save_kge(checkpoint, model, meta={"dataset": kg.name})
+    save_kge(checkpoint, model, meta={"dataset": kg.name}, vocabulary=kg.vocabulary())
     return dataset, checkpoint
 
 

@@ -41,16 +41,17 @@ def toy(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
                          {"text": 6})
     model = MultimodalKGE(cfg, {"text": (text, mask)}, g)
     checkpoint = root / "model.pt"
-    save_kge(checkpoint, model, meta={"dataset": kg.name})
+    save_kge(checkpoint, model, meta={"dataset": kg.name}, vocabulary=kg.vocabulary())
     streams = sampler_modalities(model, ["structure", "text"])
-    torch.manual_seed(0)
-    sampler = DiffusionSampler(model.scorer.entity_width, streams, steps=20)
+    sampler = DiffusionSampler(model.scorer.entity_width, streams, steps=20, generator=g)
     sampler.fit(*diffusion_pairs(model, kg.train, streams), epochs=2, batch_size=128, lr=1e-3,
                 generator=g)
     sampler_path = root / "sampler.pt"
-    save_sampler(sampler_path, sampler)
+    save_sampler(sampler_path, sampler, vocabulary=kg.vocabulary())
     params = root / "params.yaml"
-    params.write_text(f"model:\n  levels: {LEVELS}\n  sampling_steps: 5\n")
+    params.write_text(f"model:\n  levels: {LEVELS}\n  sampling_steps: 5\nretrain:\n"
+                      f"  level_weights: {[1.0] * len(LEVELS)}\n"
+                      f"  level_margins: {[0.5] * len(LEVELS)}\n")
     return {"dataset": dataset, "prepared": prepared, "checkpoint": checkpoint,
             "sampler": sampler_path, "params": params}
 
@@ -137,7 +138,8 @@ def test_option_misuse_and_mismatched_sampler(toy: dict[str, Path], tmp_path: Pa
     zero = invoke(toy, "--head", head, "--relation", relation, "-k", "0")
     assert_user_error(zero, "-k")
     wide = tmp_path / "wide.pt"
-    save_sampler(wide, DiffusionSampler(32, ["structure:tail", "structure:head"], steps=20))
+    save_sampler(wide, DiffusionSampler(32, ["structure:tail", "structure:head"], steps=20),
+                 vocabulary=load_dataset(toy["dataset"])[0].vocabulary())
     result = runner.invoke(app, ["negatives", "--checkpoint", str(toy["checkpoint"]),
                                  "--sampler", str(wide), "--dataset", str(toy["dataset"]),
                                  "--params", str(toy["params"]), "--head", head,
@@ -160,9 +162,9 @@ def test_bilinear_model_uses_euclidean_distance(toy: dict[str, Path], tmp_path: 
     model = MultimodalKGE(KGEModelConfig("distmult", 8, 6.0, kg.num_entities, kg.num_relations),
                           generator=torch.Generator().manual_seed(1))
     checkpoint, sampler = tmp_path / "distmult.pt", tmp_path / "sampler.pt"
-    save_kge(checkpoint, model)
-    torch.manual_seed(1)
-    save_sampler(sampler, DiffusionSampler(8, ["structure:tail", "structure:head"], steps=20))
+    save_kge(checkpoint, model, vocabulary=kg.vocabulary())
+    save_sampler(sampler, DiffusionSampler(8, ["structure:tail", "structure:head"], steps=20),
+                 vocabulary=kg.vocabulary())
     head, relation, _ = query(toy)
     result = runner.invoke(app, ["negatives", "--checkpoint", str(checkpoint), "--sampler",
                                  str(sampler), "--dataset", str(toy["prepared"]), "--params",

@@ -102,7 +102,8 @@ def test_tsv_new_names_in_test_get_ids_and_warn(tmp_path: Path) -> None:
     write(root / "test.tsv", "dave\tknows\terin\nbob\tknows\tcarol\n")
     kg, warnings = load_dataset(root)
     assert kg.entity_keys[-2:] == ["dave", "erin"]
-    assert "test: 2 entities never seen in train (1 triples involve them)" in warnings
+    assert "test: 2 entities never seen in train (1 triples involve them): 'dave', 'erin'" in (
+        warnings)
 
 
 # ----------------------------------------------------------------- warnings and cleaning
@@ -159,7 +160,7 @@ def test_unseen_entities_warning(tmp_path: Path) -> None:
     root = openke(tmp_path / "toy", entity2id="5\na 0\nb 1\nc 2\nd 3\ne 4\n",
                   test2id="2\n0 4 0\n4 1 1\n")
     _, warnings = load_dataset(root)
-    assert "test: 1 entities never seen in train (2 triples involve them)" in warnings
+    assert "test: 1 entities never seen in train (2 triples involve them): 'e'" in warnings
 
 
 # ----------------------------------------------------------------- broken files
@@ -184,6 +185,14 @@ def test_unseen_entities_warning(tmp_path: Path) -> None:
         ({"entity2id": "4\na 0\nb 1\nc 1\nd 3\n"}, "entity2id.txt:4: duplicate entity id 1"),
         ({"relation2id": "two\nr 0\ns 1\n"},
          "relation2id.txt:1: record count is not an integer: 'two'"),
+        ({"train2id": "4\n0 1 0\n1 99999999999999999999 1\n2 3 0\n3 0 1\n"},
+         "train2id.txt:3: id 99999999999999999999 out of range (does not fit in a 64-bit "
+         "integer)"),
+        ({"test2id": "2\n0 3 0\n2 1 -9223372036854775809\n"},
+         "test2id.txt:3: id -9223372036854775809 out of range (does not fit in a 64-bit "
+         "integer)"),
+        ({"entity2id": "4\na 0\nb 1\nc 99999999999999999999\nd 3\n"},
+         "entity2id.txt:4: entity id 99999999999999999999 out of range (valid ids are 0..3)"),
     ],
 )
 def test_openke_errors(tmp_path: Path, override: dict[str, str], expected: str) -> None:
@@ -223,6 +232,110 @@ def test_tsv_errors(tmp_path: Path) -> None:
         load_dataset(root)
 
 
+# ----------------------------------------------------------------- data that loaded wrong
+
+BOM = "\ufeff"
+
+
+@pytest.mark.parametrize("layout", ["tsv", "openke"])
+def test_utf8_bom_is_stripped_from_every_text_file(tmp_path: Path, layout: str) -> None:
+    """Excel / Notepad write a BOM; it must not become part of the first key or header."""
+    root = tsv(tmp_path / "mine") if layout == "tsv" else openke(tmp_path / "toy")
+    if layout == "tsv":
+        write(root / "entities.tsv", "name\tdescription\nalice\tA person.\n")
+        names = ["train.tsv", "valid.tsv", "test.tsv", "entities.tsv", "descriptions.tsv"]
+    else:
+        write(root / "entity_names.tsv", "id\tname\n0\tAda\n")
+        names = ["entity2id.txt", "relation2id.txt", "train2id.txt", "valid2id.txt",
+                 "test2id.txt", "entity_names.tsv", "descriptions.tsv"]
+    write(root / "descriptions.tsv", "bob\tSecond.\n<http://x.org/resource/B>\tSecond.\n")
+    clean, clean_warnings = load_dataset(root)
+    for name in names:
+        (root / name).write_bytes(b"\xef\xbb\xbf" + (root / name).read_bytes())
+    kg, warnings = load_dataset(root)
+    assert not any(BOM in k for k in kg.entity_keys + kg.relation_keys)
+    assert kg.entity_keys == clean.entity_keys and kg.relation_keys == clean.relation_keys
+    assert kg.entity_names == clean.entity_names and kg.descriptions == clean.descriptions
+    assert torch.equal(kg.train, clean.train) and warnings == clean_warnings
+
+
+def test_relations_and_entities_only_in_test_are_named(tmp_path: Path) -> None:
+    root = tsv(tmp_path / "mine")
+    write(root / "valid.tsv", "alice\thates\tcarol\n")
+    write(root / "test.tsv", "".join(f"n{i}\tfears\tbob\n" for i in range(7)))
+    _, warnings = load_dataset(root, clean_valid=False)
+    assert "valid: 1 relations never seen in train (1 triples use them): 'hates'" in warnings
+    assert "test: 1 relations never seen in train (7 triples use them): 'fears'" in warnings
+    assert ("test: 7 entities never seen in train (7 triples involve them): "
+            "'n0', 'n1', 'n2', 'n3', 'n4' and 2 more") in warnings
+
+
+def test_openke_relation_only_in_test_warns(tmp_path: Path) -> None:
+    root = openke(tmp_path / "toy", relation2id="3\nr0 0\nr1 1\nbornAt 2\n",
+                  test2id="2\n0 3 2\n2 1 1\n")
+    _, warnings = load_dataset(root)
+    assert "test: 1 relations never seen in train (1 triples use them): 'bornAt'" in warnings
+
+
+@pytest.mark.parametrize("layout", ["tsv", "openke"])
+def test_empty_test_split_is_an_error(tmp_path: Path, layout: str) -> None:
+    if layout == "tsv":
+        root = tsv(tmp_path / "mine")
+        path = write(root / "test.tsv", "\n")
+    else:
+        root = openke(tmp_path / "toy", test2id="0\n")
+        path = root / "test2id.txt"
+    with pytest.raises(DataError) as info:
+        load_dataset(root)
+    assert str(info.value) == f"{path}: no test triples: nothing to evaluate on"
+
+
+@pytest.mark.parametrize("layout", ["tsv", "openke"])
+def test_empty_valid_split_warns_then_top_up_fills_it_or_fails(tmp_path: Path,
+                                                               layout: str) -> None:
+    if layout == "tsv":
+        root = tsv(tmp_path / "mine")
+        write(root / "valid.tsv", "")
+        file = "valid.tsv"
+    else:
+        root = openke(tmp_path / "toy", valid2id="0\n")
+        file = "valid2id.txt"
+    kg, warnings = load_dataset(root)
+    assert len(kg.valid) == 0
+    assert (f"{file} has no triples: the prepare stage holds out data.min_valid training "
+            "triples for validation instead (an error when data.min_valid is 0)") in warnings
+    with pytest.raises(ValueError, match=r"^the valid split is empty and data.min_valid is 0: "
+                       "nothing to select a checkpoint on"):
+        top_up_valid(kg.train, kg.valid, 0, torch.Generator().manual_seed(0))
+
+
+def test_top_up_valid_fails_when_nothing_can_be_moved() -> None:
+    train = torch.tensor([[0, 0, 1], [2, 0, 3]])  # every entity has a single training triple
+    with pytest.raises(ValueError, match="no training triple can be held out"):
+        top_up_valid(train, torch.zeros(0, 3, dtype=torch.long), 5, torch.Generator())
+    ring = torch.tensor([[0, 0, 1], [1, 0, 2], [2, 0, 0], [0, 1, 2]])
+    _, valid, _ = top_up_valid(ring, torch.zeros(0, 3, dtype=torch.long), 1, torch.Generator())
+    assert len(valid) == 1
+
+
+def test_duplicate_name_in_entities_tsv_is_an_error(tmp_path: Path) -> None:
+    root = tsv(tmp_path / "mine")
+    path = write(root / "entities.tsv", "name\tdescription\nalice\tOne.\nbob\tB.\n"
+                 " alice \tTwo.\n")
+    with pytest.raises(DataError) as info:
+        load_dataset(root)
+    assert str(info.value) == f"{path}:4: entity 'alice' already defined at line 2"
+    assert info.value.line == 4
+
+
+def test_duplicate_id_in_names_file_is_an_error(tmp_path: Path) -> None:
+    root = openke(tmp_path / "toy")
+    path = write(root / "entity_names.tsv", "id\tname\n1\tBee\n0\tAda\n1\tBea\n")
+    with pytest.raises(DataError) as info:
+        load_dataset(root)
+    assert str(info.value) == f"{path}:4: id 1 already named at line 2"
+
+
 def test_error_str_without_line() -> None:
     err = DataError("a/b.txt", "boom")
     assert str(err) == "a/b.txt: boom" and err.line is None and isinstance(err, ValueError)
@@ -255,7 +368,8 @@ def test_shared_benchmark_counts(shared_data: Path, name: str) -> None:
         assert kg.entity_names[0] == "Anarchism" and kg.relation_names[0] == "see also"
         assert any("9904 rows -> 7481 unique triples -> 73 after dropping 824 that are also "
                    "in test and 6584 that are also in train" in w for w in warnings)
-        assert "test: 57 entities never seen in train (77 triples involve them)" in warnings
+        assert any(w.startswith("test: 57 entities never seen in train (77 triples involve "
+                                "them): ") for w in warnings)
         assert torch.bincount(kg.test_categories).tolist() == [385, 195, 3887, 5435]
     if name == "MKG-W":
         assert kg.entity_names[0] == "My Darling Clementine"

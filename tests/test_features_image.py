@@ -3,6 +3,9 @@ every key is mapped, and extraction survives corrupt/missing images."""
 
 from __future__ import annotations
 
+import struct
+import zlib
+
 import numpy as np
 import pytest
 import skimage.data
@@ -12,7 +15,8 @@ from PIL import Image
 
 from dhns.config import ImageFeatureConfig
 from dhns.data.kg import KnowledgeGraph
-from dhns.features.image import build_image_model, extract_image_features
+from dhns.features.image import build_image_model, extract_image_features, skipped_summary
+from dhns.features.table import FeatureTable
 from dhns.features.weights import (
     BUILTIN,
     WeightMappingError,
@@ -185,3 +189,58 @@ def test_extraction_without_any_image(builtin_model):
     table = extract_image_features(_kg([None, None, None]), ImageFeatureConfig(), CPU,
                                    progress=False, model=builtin_model)
     assert table.features.shape == (3, 1280) and not table.mask.any()
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG that declares ``width x height`` pixels but holds no data: a decompression bomb
+    as far as PIL's size check (done when the file is opened) is concerned."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data)))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
+
+
+def test_skipped_images_have_reasons_and_a_log_line(tmp_path, builtin_model):
+    d = tmp_path / "imgs"
+    d.mkdir()
+    _png(d / "a_good.png", 1)
+    (d / "b_empty.png").write_bytes(b"")
+    (d / "c_text.png").write_bytes(b"hello, not a picture\n")
+    truncated = d / "d_cut.png"
+    _png(truncated, 9)
+    truncated.write_bytes(truncated.read_bytes()[:60])
+    (d / "e_bomb.png").write_bytes(_png_header_only(30000, 30000))  # 900M pixels declared
+    (d / "f_big.png").write_bytes(_png_header_only(10000, 10000))  # over PIL's warning limit
+    table = extract_image_features(_kg([str(d), None, None]), ImageFeatureConfig(), CPU,
+                                   progress=False, model=builtin_model)
+    meta = table.meta
+    assert meta["skipped_images"] == 5 and meta["images_used"] == 1, meta["skipped_reasons"]
+    assert [p.rsplit("/", 1)[1] for p in meta["skipped_sample"]] == [
+        "b_empty.png", "c_text.png", "d_cut.png", "e_bomb.png", "f_big.png"]
+    assert meta["skipped_reasons"] == ["zero bytes", "not an image", "corrupt",
+                                       "decompression bomb", "decompression bomb"]
+    assert meta["skipped_by_reason"] == {"zero bytes": 1, "not an image": 1, "corrupt": 1,
+                                         "decompression bomb": 2}
+    assert skipped_summary(meta) == (
+        f"image features: skipped 5 of 6 images (first: {d}/b_empty.png (zero bytes), "
+        f"{d}/c_text.png (not an image), {d}/d_cut.png (corrupt), ...)")
+    assert skipped_summary({"skipped_images": 0, "images_used": 3}) is None
+
+
+def test_image_stage_logs_skipped_images(tmp_path, monkeypatch, capsys):
+    from stages import features as stage
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "metrics").mkdir()
+    meta = {"skipped_images": 2, "images_used": 118, "skipped_sample": ["x/1.png", "y/2.jpg"],
+            "skipped_reasons": ["zero bytes", "not an image"],
+            "skipped_by_reason": {"zero bytes": 1, "not an image": 1}}
+    table = FeatureTable(features=torch.zeros(3, 4), mask=torch.tensor([True, False, False]),
+                         meta=meta)
+    report = stage._finish("image", table, tmp_path / "image.pt")
+    err = capsys.readouterr().err
+    assert ("image features: skipped 2 of 120 images (first: x/1.png (zero bytes), "
+            "y/2.jpg (not an image))") in err.splitlines()
+    assert report["skipped_images"] == 2
+    assert report["skipped_by_reason"] == {"zero bytes": 1, "not an image": 1}

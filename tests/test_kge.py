@@ -419,3 +419,13 @@ def test_bernoulli_sampler_frequencies() -> None:
     rate_n1 = neg.corrupt_tail[2000:].float().mean().item()
     assert rate_1n == pytest.approx(0.2, abs=0.04)
     assert rate_n1 == pytest.approx(0.8, abs=0.04)
+
+
+@pytest.mark.parametrize("name", sorted(SCORERS))
+def test_building_never_touches_the_global_rng(name: str) -> None:
+    state = torch.random.get_rng_state()
+    a = make_model(name, multimodal=True, seed=4).state_dict()
+    assert torch.equal(torch.random.get_rng_state(), state)
+    torch.manual_seed(99)
+    b = make_model(name, multimodal=True, seed=4).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)

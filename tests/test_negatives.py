@@ -90,8 +90,8 @@ def fitted(kg: KnowledgeGraph, model: MultimodalKGE) -> dict:
     streams = sampler_modalities(model, ["structure", "text"])
     x0, c, stream = diffusion_pairs(model, kg.train, streams)
     valid = diffusion_pairs(model, kg.valid, streams)
-    torch.manual_seed(0)  # denoiser weight init
-    sampler = DiffusionSampler(model.scorer.entity_width, streams, steps=50)
+    sampler = DiffusionSampler(model.scorer.entity_width, streams, steps=50,
+                               generator=torch.Generator().manual_seed(0))
     sampler.fit_standardisation(x0, c, stream)
 
     def held_out() -> dict[str, float]:

@@ -193,3 +193,103 @@ def test_download_real_layout_from_local_mirror(
         httpd.shutdown()
         httpd.server_close()
     assert sorted(p.name for p in out.iterdir()) == sorted(e.file for e in MANIFESTS["MKG-Y"])
+
+
+# ----------------------------------------------------------------- download: redirects, file://
+
+
+class _RedirectHandler(_QuietHandler):
+    """``/same/<path>`` redirects to ``/<path>`` on 127.0.0.1, ``/other/<path>`` to the same
+    server under another host name (``localhost``); anything else is served from disk."""
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        for prefix, host in (("/same/", "127.0.0.1"), ("/other/", "localhost")):
+            if self.path.startswith(prefix):
+                self.send_response(302)
+                port = self.server.server_address[1]
+                self.send_header("Location", f"http://{host}:{port}/{self.path[len(prefix):]}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+        super().do_GET()
+
+
+@pytest.fixture
+def redirect_server(server: str, tmp_path: Path) -> Iterator[str]:
+    """Like ``server`` (same files), plus the ``/same/`` and ``/other/`` redirects."""
+    handler = functools.partial(_RedirectHandler, directory=str(tmp_path / "www"))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=5)
+
+
+def test_download_follows_same_host_redirects(redirect_server: str, tmp_path: Path) -> None:
+    out = download_dataset("FAKE", tmp_path / "data", base_url=f"{redirect_server}/same",
+                           progress=False, manifest=manifest())
+    assert (out / "train2id.txt").read_text() == FILES["train2id.txt"]
+
+
+def test_download_refuses_redirect_to_another_host(redirect_server: str,
+                                                   tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    base = f"{redirect_server}/other"
+    with pytest.raises(DataError) as info:
+        download_dataset("FAKE", data_dir, base_url=base, progress=False, manifest=manifest())
+    port = redirect_server.rsplit(":", 1)[1]
+    assert str(info.value) == (
+        f"{base}/FAKE/entity2id.txt: download of entity2id.txt refused: HTTP 302 redirect to "
+        f"another host (http://localhost:{port}/FAKE/entity2id.txt); pass --allow-redirects "
+        "to follow it")
+    assert leftovers(data_dir) == []
+    out = download_dataset("FAKE", data_dir, base_url=base, progress=False,
+                           manifest=manifest(), allow_redirects=True)
+    assert (out / "train2id.txt").read_text() == FILES["train2id.txt"]
+
+
+def test_download_refuses_file_url_unless_allowed(tmp_path: Path) -> None:
+    www = tmp_path / "www" / "FAKE"
+    www.mkdir(parents=True)
+    for name, text in FILES.items():
+        (www / name).write_text(text)
+    base = (tmp_path / "www").as_uri()
+    data_dir = tmp_path / "data"
+    with pytest.raises(DataError) as info:
+        download_dataset("FAKE", data_dir, base_url=base, progress=False, manifest=manifest())
+    assert str(info.value) == (
+        f"{base}: file:// URLs are refused (pass --allow-file-url to read local files)")
+    assert leftovers(data_dir) == []
+    # a manifest entry pointing at a local file is refused the same way
+    local = [ManifestEntry(e.file, f"{base}/FAKE/{e.file}", e.sha256) for e in manifest()]
+    with pytest.raises(DataError, match="file:// URLs are refused"):
+        download_dataset("FAKE", data_dir, progress=False, manifest=local)
+    out = download_dataset("FAKE", data_dir, base_url=base, progress=False,
+                           manifest=manifest(), allow_file_url=True)
+    assert (out / "test2id.txt").read_text() == FILES["test2id.txt"]
+
+
+def test_download_refuses_other_schemes(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"unsupported URL scheme ftp: \(expected http:// or "
+                       r"https://\)"):
+        download_dataset("FAKE", tmp_path / "data", base_url="ftp://127.0.0.1/x",
+                         progress=False, manifest=manifest())
+
+
+def test_cli_download_flags(tmp_path: Path) -> None:
+    from cli_checks import assert_user_error
+    from typer.testing import CliRunner
+
+    from dhns.cli import app
+
+    runner = CliRunner()
+    help_text = runner.invoke(app, ["data", "download", "--help"]).output
+    assert "--allow-redirects" in help_text and "--allow-file-url" in help_text
+    result = runner.invoke(app, ["data", "download", "DB15K", "--data-dir",
+                                 str(tmp_path / "data"), "--base-url", tmp_path.as_uri()])
+    assert_user_error(result, "file:// URLs are refused (pass --allow-file-url")
+    assert leftovers(tmp_path / "data") == []

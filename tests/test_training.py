@@ -12,6 +12,7 @@ import torch
 from dhns.config import SyntheticConfig
 from dhns.data import generate_synthetic, load_dataset
 from dhns.data.kg import KnowledgeGraph
+from dhns.data.vocabulary import Vocabulary
 from dhns.evaluation.evaluator import evaluate
 from dhns.evaluation.filter import FilterIndex
 from dhns.kge.model import STRUCTURE, KGEModelConfig, MultimodalKGE
@@ -258,8 +259,9 @@ def test_kge_checkpoint_round_trip(tmp_path: Path, name: str, multimodal: bool) 
         model = MultimodalKGE(KGEModelConfig(name, 4, 6.0, 9, 2), generator=gen(5))
     path = tmp_path / "kge.pt"
     meta = {"dataset": "toy", "history": [{"epoch": 1, "loss": 0.5}]}
-    save_kge(path, model, meta)
-    loaded, meta2 = load_kge(path)
+    vocabulary = Vocabulary.of("toy", [f"e{i}" for i in range(9)], ["r0", "r1"])
+    save_kge(path, model, meta, vocabulary=vocabulary)
+    loaded, meta2 = load_kge(path, vocabulary=vocabulary)
     assert meta2 == meta
     assert not loaded.training
     assert loaded.config == model.config
@@ -296,7 +298,8 @@ def test_not_a_checkpoint_raises_with_path(tmp_path: Path) -> None:
 
 def test_wrong_kind_raises_with_path(tmp_path: Path) -> None:
     path = tmp_path / "other.pt"
-    save_checkpoint(path, "sampler", torch.nn.Linear(2, 2), {"dim": 2})
+    save_checkpoint(path, "sampler", torch.nn.Linear(2, 2), {"dim": 2},
+                    vocabulary=Vocabulary.of("toy", ["a", "b"], ["r"]))
     assert read_checkpoint(path, "sampler")["config"] == {"dim": 2}
     with pytest.raises(CheckpointError, match="expected kge") as info:
         load_kge(path)

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import torch
 
+from dhns.data.vocabulary import Vocabulary
+from dhns.io import atomic_torch_save
 from dhns.io import atomic_write as _atomic
 
 CATEGORY_NAMES = ("1-1", "1-n", "n-1", "n-n")
@@ -60,6 +62,10 @@ class KnowledgeGraph:
     def num_relations(self) -> int:
         return len(self.relation_keys)
 
+    def vocabulary(self) -> Vocabulary:
+        """The fingerprint of the ordered entity and relation keys (what the ids mean)."""
+        return Vocabulary.of(self.name, self.entity_keys, self.relation_keys)
+
     def all_triples(self) -> torch.Tensor:
         """``(n_train + n_valid + n_test, 3)``: the filter set of the evaluator."""
         return torch.cat([self.train, self.valid, self.test])
@@ -75,7 +81,7 @@ class KnowledgeGraph:
             "test": self.test,
             "test_categories": self.test_categories,
         }
-        _atomic(directory / "triples.pt", lambda p: torch.save(tensors, p))
+        atomic_torch_save(directory / "triples.pt", tensors)
         columns = zip(self.entity_keys, self.entity_names, self.descriptions, self.image_dirs,
                       strict=True)
         rows = [[i, k, n, d or "", img or ""] for i, (k, n, d, img) in enumerate(columns)]

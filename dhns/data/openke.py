@@ -20,9 +20,11 @@ import torch
 from dhns.data.errors import DataError
 from dhns.data.kg import KnowledgeGraph
 from dhns.data.validate import (
+    NO_TEST,
     check_count,
     check_id_range,
     derive_name,
+    empty_valid_warning,
     find_image_dirs,
     finish_graph,
     local_name,
@@ -164,6 +166,10 @@ def load_openke(
     }
     if not len(splits["train"]):
         raise DataError(directory / "train2id.txt", "no training triples")
+    if not len(splits["test"]):
+        raise DataError(directory / "test2id.txt", NO_TEST)
+    if not len(splits["valid"]):
+        warnings.append(empty_valid_warning("valid2id.txt"))
     categories = None
     cat_path = directory / "test2id_all.txt"
     if cat_path.is_file():

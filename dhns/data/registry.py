@@ -17,6 +17,7 @@ import shutil
 import sys
 import tempfile
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -183,11 +184,67 @@ MANIFESTS: dict[str, list[ManifestEntry]] = {
 }
 
 
-def _fetch(url: str, dest: Path, entry: ManifestEntry, progress: bool) -> None:
-    """Stream ``url`` to ``dest``, hashing as we go; raise on HTTP error or bad checksum."""
+def _origin(url: str) -> tuple[str, str, int | None]:
+    """``(scheme, host, port)``: two URLs are on the same host when these agree."""
+    parts = urllib.parse.urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:  # a malformed port: compare the raw text instead
+        port = None
+    default = {"http": 80, "https": 443}.get(parts.scheme.lower())
+    return parts.scheme.lower(), (parts.hostname or "").lower(), port or default
+
+
+def check_url(url: str, allow_file_url: bool = False) -> None:
+    """Refuse anything but ``http(s)://`` (``file://`` only with ``allow_file_url``)."""
+    scheme = urllib.parse.urlsplit(url).scheme.lower()
+    if scheme in ("http", "https"):
+        return
+    if scheme == "file":
+        if allow_file_url:
+            return
+        raise DataError(url, "file:// URLs are refused (pass --allow-file-url to read "
+                             "local files)")
+    raise DataError(url, f"unsupported URL scheme {scheme + ':' if scheme else '(none)'} "
+                         "(expected http:// or https://)")
+
+
+class _SameHostRedirects(urllib.request.HTTPRedirectHandler):
+    """Follow redirects only within the original host (scheme, host and port)."""
+
+    def __init__(self, origin_url: str, file: str) -> None:
+        self.origin_url, self.file = origin_url, file
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        if _origin(newurl) != _origin(self.origin_url):
+            fp.close()
+            raise DataError(
+                self.origin_url,
+                f"download of {self.file} refused: HTTP {code} redirect to another host "
+                f"({newurl}); pass --allow-redirects to follow it",
+            )
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def _open(url: str, entry: ManifestEntry, allow_redirects: bool):
+    if allow_redirects:
+        return urllib.request.urlopen(url, timeout=60)
+    opener = urllib.request.build_opener(_SameHostRedirects(url, entry.file))
+    return opener.open(url, timeout=60)
+
+
+def _fetch(url: str, dest: Path, entry: ManifestEntry, progress: bool,
+           allow_redirects: bool = False, allow_file_url: bool = False) -> None:
+    """Stream ``url`` to ``dest``, hashing as we go; raise on HTTP error or bad checksum.
+
+    Redirects to another host and ``file://`` URLs are refused unless allowed: the hash
+    check would still catch a wrong file, but a mirror silently sending the client elsewhere
+    (or a base URL reading local files) should be the user's explicit choice.
+    """
+    check_url(url, allow_file_url)
     digest = hashlib.sha256()
     try:
-        with urllib.request.urlopen(url, timeout=60) as resp, open(dest, "wb") as out:
+        with _open(url, entry, allow_redirects) as resp, open(dest, "wb") as out:
             total = int(resp.headers.get("Content-Length") or 0) or None
             with tqdm(total=total, unit="B", unit_scale=True, desc=entry.file,
                       disable=not progress, file=sys.stderr, leave=False) as bar:
@@ -213,6 +270,8 @@ def download_dataset(
     base_url: str | None = None,
     progress: bool = True,
     manifest: Sequence[ManifestEntry] | None = None,
+    allow_redirects: bool = False,
+    allow_file_url: bool = False,
 ) -> Path:
     """Download a benchmark into ``data_dir/name`` and return that folder.
 
@@ -221,6 +280,10 @@ def download_dataset(
         base_url: fetch ``<base_url>/<name>/<file>`` instead of the pinned GitHub URLs
             (mirrors, tests with a local server).
         manifest: override the built-in file list (tests).
+        allow_redirects: follow HTTP redirects to another host (scheme, host or port);
+            by default such a redirect is an error. Same-host redirects are always followed.
+        allow_file_url: accept ``file://`` URLs (a local mirror); by default refused. Other
+            schemes than http(s) and file are always refused.
 
     Every file is checked against its SHA-256; the downloaded folder is also loaded once
     with :func:`load_dataset` before being moved into place. On any error nothing is left
@@ -228,6 +291,8 @@ def download_dataset(
     """
     data_dir = Path(data_dir)
     target = _check_name(name, data_dir)
+    if base_url is not None:
+        check_url(base_url, allow_file_url)  # before anything is written
     if manifest is None:
         if name not in MANIFESTS:
             raise DataError(
@@ -243,7 +308,7 @@ def download_dataset(
             url = entry.url if base_url is None else f"{base_url.rstrip('/')}/{name}/{entry.file}"
             dest = staged / entry.file
             dest.parent.mkdir(parents=True, exist_ok=True)
-            _fetch(url, dest, entry, progress)
+            _fetch(url, dest, entry, progress, allow_redirects, allow_file_url)
         load_dataset(staged, name=name)  # a checksum-clean download must also parse
         _replace_dir(staged, target)
     finally:

@@ -18,8 +18,10 @@ import pandas as pd
 from dhns.data.errors import DataError
 from dhns.data.kg import KnowledgeGraph
 from dhns.data.validate import (
+    NO_TEST,
     SPLITS,
     derive_name,
+    empty_valid_warning,
     find_image_dirs,
     finish_graph,
     nonblank,
@@ -50,11 +52,16 @@ def read_named_triples(path: Path) -> list[list[str]]:
 def _read_entities_tsv(
     path: Path, ids: dict[str, int], warnings: list[str]
 ) -> dict[int, str]:
-    """``entities.tsv`` (header ``name<TAB>description``) -> ``{entity id: description}``."""
+    """``entities.tsv`` (header ``name<TAB>description``) -> ``{entity id: description}``.
+
+    A name listed twice is an error naming both lines (silently keeping one would hide a
+    merge mistake); names in no triple are one warning.
+    """
     lines = read_lines(path)
     if not lines or lines[0].split("\t")[0].strip().lower() != "name":
         raise DataError(path, "expected the header row name<TAB>description", line=1)
     out: dict[int, str] = {}
+    first_line: dict[str, int] = {}
     unknown = 0
     numbers, texts = nonblank(lines, start=1)
     for number, text in zip(numbers, texts, strict=True):
@@ -62,7 +69,12 @@ def _read_entities_tsv(
         if len(fields) > 2:
             raise DataError(path, f"expected name<TAB>description, got {len(fields)} fields",
                             line=number)
-        i = ids.get(fields[0].strip())
+        key = fields[0].strip()
+        if key in first_line:
+            raise DataError(path, f"entity {key!r} already defined at line {first_line[key]}",
+                            line=number)
+        first_line[key] = number
+        i = ids.get(key)
         if i is None:
             unknown += 1
             continue
@@ -82,6 +94,10 @@ def load_tsv(
     rows = {s: read_named_triples(directory / f"{s}.tsv") for s in SPLITS}
     if not rows["train"]:
         raise DataError(directory / "train.tsv", "no training triples")
+    if not rows["test"]:
+        raise DataError(directory / "test.tsv", NO_TEST)
+    if not rows["valid"]:
+        warnings.append(empty_valid_warning("valid.tsv"))
     sizes = [len(rows[s]) for s in SPLITS]
     flat = [row for s in SPLITS for row in rows[s]]
     arr = np.array(flat, dtype=object).reshape(-1, 3)

@@ -8,6 +8,7 @@ unseen in train) become warning strings instead.
 
 from __future__ import annotations
 
+import codecs
 import os
 import re
 from pathlib import Path
@@ -19,19 +20,27 @@ from dhns.data.errors import DataError
 from dhns.data.kg import KnowledgeGraph
 
 SPLITS = ("train", "valid", "test")
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+#: how many names a warning about unseen entities / relations quotes
+NAMES_SHOWN = 5
 
 
 # --------------------------------------------------------------------------- reading
 
 
 def read_lines(path: Path) -> list[str]:
-    """All lines of a UTF-8 text file (line ``i`` of the file is ``result[i - 1]``)."""
+    """All lines of a UTF-8 text file (line ``i`` of the file is ``result[i - 1]``).
+
+    A UTF-8 byte-order mark at the start (Excel and Notepad write one) is dropped, so it
+    never becomes part of the first key (a phantom ``'\\ufeffent_18'`` entity).
+    """
     try:
         data = path.read_bytes()
     except FileNotFoundError:
         raise DataError(path, "required file is missing") from None
     except IsADirectoryError:
         raise DataError(path, "expected a file, found a directory") from None
+    data = data.removeprefix(codecs.BOM_UTF8)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -95,9 +104,15 @@ def parse_int_rows(
         for number, row in zip(numbers, rows, strict=True):
             for tok in row:
                 try:
-                    int(tok)
+                    value = int(tok)
                 except ValueError:
                     raise DataError(path, f"not an integer id: {tok!r}", line=number) from None
+                if not _INT64_MIN <= value <= _INT64_MAX:
+                    shown = tok if len(tok) <= 30 else f"{tok[:12]}...{tok[-6:]}"
+                    raise DataError(
+                        path, f"id {shown} out of range (does not fit in a 64-bit integer)",
+                        line=number,
+                    ) from None
         raise DataError(path, "integer out of range") from None
 
 
@@ -156,10 +171,12 @@ def derive_name(key: str, relation: bool = False) -> str:
 def read_names_tsv(path: Path, keys: list[str], warnings: list[str]) -> list[str | None]:
     """``id<TAB>...<TAB>name`` with a header row -> names by id (last column is the name).
 
-    Rows whose id is unknown are reported as one warning; ids without a row stay ``None``.
+    Rows whose id is unknown are reported as one warning; ids without a row stay ``None``;
+    a second row for the same id is an error (which one is meant is anyone's guess).
     """
     lines = read_lines(path)
     names: list[str | None] = [None] * len(keys)
+    first_line: dict[int, int] = {}
     unknown = 0
     numbers, texts = nonblank(lines, start=1)
     for number, text in zip(numbers, texts, strict=True):
@@ -173,6 +190,9 @@ def read_names_tsv(path: Path, keys: list[str], warnings: list[str]) -> list[str
         if not 0 <= i < len(keys):
             unknown += 1
             continue
+        if i in first_line:
+            raise DataError(path, f"id {i} already named at line {first_line[i]}", line=number)
+        first_line[i] = number
         name = fields[-1].strip()
         names[i] = name or None
     if unknown:
@@ -233,6 +253,17 @@ def find_image_dirs(images: Path, folder_names: list[str]) -> list[str | None]:
 
 # --------------------------------------------------------------------------- split checks
 
+#: the loaders' error for an empty test file: there would be nothing to evaluate
+NO_TEST = "no test triples: nothing to evaluate on"
+
+
+def empty_valid_warning(file: str) -> str:
+    """An empty valid file is only a warning: ``data.min_valid`` can fill it from train
+    (:func:`top_up_valid`, which raises when it cannot)."""
+    return (f"{file} has no triples: the prepare stage holds out data.min_valid training "
+            "triples for validation instead (an error when data.min_valid is 0)")
+
+
 
 def _encode(triples: np.ndarray, num_entities: int, num_relations: int) -> np.ndarray:
     """One int64 per ``(h, r, t)`` row, for fast set operations."""
@@ -263,24 +294,46 @@ def split_warnings(
     return warnings
 
 
-def unseen_warnings(splits: dict[str, np.ndarray], num_entities: int) -> list[str]:
-    """Valid/test entities that never occur in train (they can only be ranked at random)."""
-    seen = np.zeros(num_entities, dtype=bool)
+def quote_names(names: list[str], total: int | None = None) -> str:
+    """``'a', 'b', 'c' and 4 more``: the first :data:`NAMES_SHOWN` names of ``total``."""
+    total = len(names) if total is None else total
+    shown = ", ".join(repr(n) for n in names[:NAMES_SHOWN])
+    return shown + (f" and {total - NAMES_SHOWN} more" if total > NAMES_SHOWN else "")
+
+
+def unseen_warnings(
+    splits: dict[str, np.ndarray],
+    num_entities: int,
+    num_relations: int | None = None,
+    entity_keys: list[str] | None = None,
+    relation_keys: list[str] | None = None,
+) -> list[str]:
+    """Valid/test entities and relations that never occur in train, as warning strings.
+
+    The model cannot learn an embedding for them: such triples are ranked at random. Each
+    warning gives the count and, given the keys, the first few names (in id order).
+    """
     tr = splits["train"]
-    seen[tr[:, 0]] = True
-    seen[tr[:, 2]] = True
+    kinds = [("entities", [0, 2], num_entities, entity_keys, "involve them")]
+    if num_relations is not None:
+        kinds.append(("relations", [1], num_relations, relation_keys, "use them"))
     warnings = []
     for s in ("valid", "test"):
         a = splits[s]
         if not len(a):
             continue
-        ents = np.unique(np.concatenate([a[:, 0], a[:, 2]]))
-        new = ents[~seen[ents]]
-        if len(new):
-            rows = int((~seen[a[:, 0]] | ~seen[a[:, 2]]).sum())
-            warnings.append(
-                f"{s}: {len(new)} entities never seen in train ({rows} triples involve them)"
-            )
+        for what, cols, count, keys, verb in kinds:
+            seen = np.zeros(count, dtype=bool)
+            seen[tr[:, cols].reshape(-1)] = True
+            ids = np.unique(a[:, cols].reshape(-1))
+            new = ids[~seen[ids]]
+            if not len(new):
+                continue
+            rows = int((~seen[a[:, cols]]).any(1).sum())
+            msg = f"{s}: {len(new)} {what} never seen in train ({rows} triples {verb})"
+            if keys is not None:
+                msg += ": " + quote_names([keys[i] for i in new[:NAMES_SHOWN]], len(new))
+            warnings.append(msg)
     return warnings
 
 
@@ -328,9 +381,19 @@ def top_up_valid(train: torch.Tensor, valid: torch.Tensor, min_valid: int,
     triples once train and test copies are dropped). Only triples whose head and tail keep at
     least one other training triple are moved, so no entity loses all its training evidence.
     Returns ``(train, valid, message or None)``; nothing changes when valid is big enough.
+
+    Raises:
+        ValueError: when valid would stay empty (``min_valid`` 0, or nothing can be moved):
+            training could not select a checkpoint or stop early.
     """
     need = min_valid - len(valid)
     if need <= 0:
+        if not len(valid):
+            raise ValueError(
+                "the valid split is empty and data.min_valid is 0: nothing to select a "
+                "checkpoint on (set data.min_valid > 0 to hold out training triples, or add "
+                "validation triples)"
+            )
         return train, valid, None
     order = torch.randperm(len(train), generator=generator)
     degree = torch.bincount(torch.cat([train[:, 0], train[:, 2]]))
@@ -343,6 +406,11 @@ def top_up_valid(train: torch.Tensor, valid: torch.Tensor, min_valid: int,
             moved.append(i)
             if len(moved) == need:
                 break
+    if not len(valid) and not moved:
+        raise ValueError(
+            "the valid split is empty and no training triple can be held out for it (each "
+            "would leave an entity without training triples): add validation triples"
+        )
     mask = torch.zeros(len(train), dtype=torch.bool)
     mask[moved] = True
     msg = (f"valid topped up from {len(valid)} to {len(valid) + len(moved)} triples with "
@@ -357,9 +425,11 @@ def to_tensor(triples: np.ndarray) -> torch.Tensor:
 
 
 def finish_splits(
-    splits: dict[str, np.ndarray], num_entities: int, num_relations: int, clean: bool
+    splits: dict[str, np.ndarray], num_entities: int, num_relations: int, clean: bool,
+    entity_keys: list[str] | None = None, relation_keys: list[str] | None = None,
 ) -> tuple[dict[str, np.ndarray], list[str]]:
-    """Split warnings, optional valid cleaning, then unseen-entity warnings (on what is kept)."""
+    """Split warnings, optional valid cleaning, then unseen entity / relation warnings (on what
+    is kept; ``entity_keys`` / ``relation_keys`` name the first few)."""
     warnings = split_warnings(splits, num_entities, num_relations)
     if clean:
         valid, msg = clean_valid(splits["valid"], splits["test"], num_entities, num_relations,
@@ -367,7 +437,7 @@ def finish_splits(
         if msg:
             splits = {**splits, "valid": valid}
             warnings.append(msg)
-    warnings += unseen_warnings(splits, num_entities)
+    warnings += unseen_warnings(splits, num_entities, num_relations, entity_keys, relation_keys)
     return splits, warnings
 
 
@@ -384,7 +454,8 @@ def finish_graph(
     test_categories: torch.Tensor | None = None,
 ) -> tuple[KnowledgeGraph, list[str]]:
     """The loaders' common last step: :func:`finish_splits`, then the :class:`KnowledgeGraph`."""
-    splits, warnings = finish_splits(splits, len(entity_keys), len(relation_keys), clean)
+    splits, warnings = finish_splits(splits, len(entity_keys), len(relation_keys), clean,
+                                     entity_keys, relation_keys)
     kg = KnowledgeGraph(
         name=name,
         entity_keys=entity_keys,

@@ -27,6 +27,11 @@ def sinusoidal_embedding(t: Tensor, dim: int, max_period: float = 10000.0) -> Te
     return emb
 
 
+def _linear(in_features: int, out_features: int) -> nn.Linear:
+    """A linear layer left uninitialised (no draw from the global RNG); the caller inits it."""
+    return nn.utils.skip_init(nn.Linear, in_features, out_features)
+
+
 class Denoiser(nn.Module):
     """eps_hat = net([x_t, emb(t) + emb(m), c]) for a batch mixing modalities.
 
@@ -38,27 +43,41 @@ class Denoiser(nn.Module):
         dim: D, the embedding width (same for all modalities).
         num_modalities: number of rows of the modality embedding.
         hidden_mult: h, hidden width multiplier (spec: 4).
+        generator: the only source of the initial weights (torch's global RNG is never
+            drawn from). ``None`` means a generator seeded with 0, for a module whose weights
+            are about to be loaded from a checkpoint.
     """
 
-    def __init__(self, dim: int, num_modalities: int = 3, hidden_mult: int = 4) -> None:
+    def __init__(self, dim: int, num_modalities: int = 3, hidden_mult: int = 4,
+                 generator: torch.Generator | None = None) -> None:
         super().__init__()
         self.dim = dim
         self.num_modalities = num_modalities
-        self.time_mlp = nn.Sequential(nn.Linear(dim, dim), nn.SiLU(), nn.Linear(dim, dim))
-        self.modality_emb = nn.Embedding(num_modalities, dim)
-        # Small init: the modality offset should not swamp the time signal at the start.
-        nn.init.normal_(self.modality_emb.weight, std=0.02)
+        self.time_mlp = nn.Sequential(_linear(dim, dim), nn.SiLU(), _linear(dim, dim))
+        self.modality_emb = nn.utils.skip_init(nn.Embedding, num_modalities, dim)
         hidden = hidden_mult * dim
         self.net = nn.Sequential(
             nn.LayerNorm(3 * dim),
-            nn.Linear(3 * dim, hidden),
+            _linear(3 * dim, hidden),
             nn.SiLU(),
             nn.LayerNorm(hidden),
-            nn.Linear(hidden, dim),
+            _linear(hidden, dim),
             # Two stacked linears without a non-linearity are one linear map in disguise; kept
             # because the spec/reference layout has them (they change the optimisation only).
-            nn.Linear(dim, dim),
+            _linear(dim, dim),
         )
+        self.reset_parameters(generator or torch.Generator().manual_seed(0))
+
+    def reset_parameters(self, generator: torch.Generator) -> None:
+        """Initialise every weight from ``generator``: linears as ``nn.Linear`` does
+        (U(+-1/sqrt(fan_in)) for weight and bias), the modality table N(0, 0.02^2)."""
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                bound = 1.0 / math.sqrt(module.in_features)
+                nn.init.uniform_(module.weight, -bound, bound, generator=generator)
+                nn.init.uniform_(module.bias, -bound, bound, generator=generator)
+        # Small init: the modality offset should not swamp the time signal at the start.
+        nn.init.normal_(self.modality_emb.weight, std=0.02, generator=generator)
         # Zero-init the output: an untrained denoiser predicts eps_hat = 0, i.e. exactly the
         # "collapsed" baseline whose L1 loss ratio is 1, and training starts from there.
         nn.init.zeros_(self.net[-1].weight)

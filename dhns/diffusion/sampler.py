@@ -55,6 +55,8 @@ class DiffusionSampler(nn.Module):
         modalities: modality names; index m in ``modality`` tensors refers to ``modalities[m]``.
         steps: T. schedule, beta_start, beta_end: see :class:`NoiseSchedule`.
         hidden_mult: denoiser hidden width multiplier.
+        generator: source of the denoiser's initial weights (see :class:`Denoiser`); not part
+            of ``hparams``, since a loaded checkpoint overwrites them.
 
     Buffers (in ``state_dict``): the schedule's, plus ``x0_mean``, ``x0_std``, ``c_mean``,
     ``c_std`` of shape (M, D) and ``stats_fitted`` (bool scalar).
@@ -75,6 +77,7 @@ class DiffusionSampler(nn.Module):
         beta_start: float = 1e-4,
         beta_end: float = 0.02,
         hidden_mult: int = 4,
+        generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
         self.hparams: dict[str, Any] = {
@@ -90,7 +93,7 @@ class DiffusionSampler(nn.Module):
         self.modalities = list(modalities)
         num_mod = len(self.modalities)
         self.schedule = NoiseSchedule(steps, schedule, beta_start, beta_end)
-        self.denoiser = Denoiser(dim, num_mod, hidden_mult)
+        self.denoiser = Denoiser(dim, num_mod, hidden_mult, generator)
         self.register_buffer("x0_mean", torch.zeros(num_mod, dim))
         self.register_buffer("x0_std", torch.ones(num_mod, dim))
         self.register_buffer("c_mean", torch.zeros(num_mod, dim))
@@ -98,7 +101,8 @@ class DiffusionSampler(nn.Module):
         self.register_buffer("stats_fitted", torch.tensor(False))
 
     @classmethod
-    def from_config(cls, cfg: DiffusionConfig, dim: int) -> DiffusionSampler:
+    def from_config(cls, cfg: DiffusionConfig, dim: int,
+                    generator: torch.Generator | None = None) -> DiffusionSampler:
         """Build from the ``model:`` section of params (``sampling_steps``/``levels`` are
         per-call arguments of :meth:`generate_levels`; see :meth:`level_steps`)."""
         return cls(
@@ -109,6 +113,7 @@ class DiffusionSampler(nn.Module):
             cfg.beta_start,
             cfg.beta_end,
             cfg.hidden_mult,
+            generator,
         )
 
     @property

@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 import time
 import warnings
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import timm
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from torch import nn
 from tqdm import tqdm
 
@@ -19,7 +20,8 @@ from dhns.data.kg import KnowledgeGraph
 from dhns.features.table import FeatureTable
 from dhns.features.weights import WeightMappingError, load_builtin, load_mapped
 
-#: how many skipped image paths ``meta["skipped_sample"]`` keeps
+#: how many skipped image paths ``meta["skipped_sample"]`` (and their reasons,
+#: ``meta["skipped_reasons"]``) keeps
 SKIPPED_SAMPLE = 20
 
 
@@ -73,19 +75,46 @@ def _image_files(directory: str) -> list[str]:
     ]
 
 
-def _open_rgb(path: str) -> Image.Image | None:
-    """Decoded RGB image, or None for what PIL cannot read (corrupt, truncated, not an image)."""
+def _open_rgb(path: str) -> tuple[Image.Image | None, str]:
+    """``(decoded RGB image, "")``, or ``(None, reason)`` for what PIL cannot read.
+
+    Reasons: ``zero bytes``, ``not an image``, ``decompression bomb`` (more pixels than
+    PIL's ``Image.MAX_IMAGE_PIXELS``), ``corrupt`` (truncated or undecodable data).
+    """
     try:
+        if os.path.getsize(path) == 0:
+            return None, "zero bytes"
         with warnings.catch_warnings():
-            # Palette-with-transparency and EXIF warnings are noise at dataset scale.
+            # Palette-with-transparency and EXIF warnings are noise at dataset scale; PIL's
+            # bomb *warning* (over MAX_IMAGE_PIXELS, under twice that) is a skip, like its error.
             warnings.simplefilter("ignore")
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as img:
                 img.load()
                 if img.mode in ("P", "LA", "PA"):
                     img = img.convert("RGBA")
-                return img.convert("RGB")
+                return img.convert("RGB"), ""
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        return None, "decompression bomb"
+    except UnidentifiedImageError:
+        return None, "not an image"
     except Exception:  # noqa: BLE001 - any decoder failure means "skip this file"
+        return None, "corrupt"
+
+
+def skipped_summary(meta: dict, shown: int = 3) -> str | None:
+    """``image features: skipped 3 of 120 images (first: a.png (zero bytes), ...)``, or
+    ``None`` when nothing was skipped; ``meta`` is an image feature table's meta."""
+    skipped = int(meta.get("skipped_images") or 0)
+    if not skipped:
         return None
+    tried = skipped + int(meta.get("images_used") or 0)
+    reasons = meta.get("skipped_reasons") or []
+    first = [f"{path} ({reason})" for path, reason in
+             zip(meta.get("skipped_sample") or [], reasons, strict=False)][:shown]
+    more = ", ..." if skipped > len(first) else ""
+    detail = f" (first: {', '.join(first)}{more})" if first else ""
+    return f"image features: skipped {skipped} of {tried} images{detail}"
 
 
 def extract_image_features(
@@ -98,7 +127,8 @@ def extract_image_features(
     """Mean pooled CNN feature of up to ``cfg.max_per_entity`` images per entity.
 
     Files of each entity's ``image_dirs`` folder are tried in name order; unreadable ones are
-    skipped and counted (they do not use up the per-entity quota). Images of all entities are
+    skipped and counted by reason (they do not use up the per-entity quota; see
+    :func:`skipped_summary` for the log line). Images of all entities are
     batched together (``cfg.batch_size``) and the per-image features ``(d,)`` are summed into
     their entity's row, then divided by the entity's image count.
 
@@ -123,7 +153,7 @@ def extract_image_features(
     n = kg.num_entities
     sums = torch.zeros(n, dim, dtype=torch.float64)  # float64 sums: exact averages
     counts = torch.zeros(n, dtype=torch.long)
-    skipped: list[str] = []
+    skipped: list[tuple[str, str]] = []  # (path, reason)
     missing_dirs = 0
 
     def images() -> Iterator[tuple[int, torch.Tensor]]:
@@ -138,14 +168,14 @@ def extract_image_features(
             for path in _image_files(directory):
                 if used >= cfg.max_per_entity:
                     break
-                img = _open_rgb(path)
+                img, reason = _open_rgb(path)
                 if img is None:
-                    skipped.append(path)
+                    skipped.append((path, reason))
                     continue
                 try:
                     tensor = transform(img)
                 except Exception:  # noqa: BLE001 - e.g. a 0-pixel image
-                    skipped.append(path)
+                    skipped.append((path, "cannot be resized"))
                     continue
                 used += 1
                 yield ent, tensor
@@ -197,7 +227,9 @@ def extract_image_features(
         "images_used": int(counts.sum()),
         "max_per_entity": cfg.max_per_entity,
         "skipped_images": len(skipped),
-        "skipped_sample": skipped[:SKIPPED_SAMPLE],
+        "skipped_by_reason": dict(Counter(reason for _, reason in skipped)),
+        "skipped_sample": [path for path, _ in skipped[:SKIPPED_SAMPLE]],
+        "skipped_reasons": [reason for _, reason in skipped[:SKIPPED_SAMPLE]],
         "data_config": {k: list(v) if isinstance(v, tuple) else v for k, v in data_cfg.items()},
         "device": str(device),
         "seconds": round(seconds, 3),

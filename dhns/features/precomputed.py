@@ -6,19 +6,27 @@ from pathlib import Path
 
 import torch
 
+from dhns.data.vocabulary import Vocabulary, check_vocabulary
 from dhns.features.table import FeatureTable
 
 
-def load_precomputed(path: str | Path, num_entities: int) -> FeatureTable:
+def load_precomputed(path: str | Path, num_entities: int,
+                     vocabulary: Vocabulary | None = None,
+                     graph_source: str | Path = "the dataset") -> FeatureTable:
     """Load a precomputed ``(N, d)`` feature table and check it against the KG.
 
     Accepted contents: a tensor ``(N, d)`` in entity-id order where an all-zero row means
     "missing" (the MMKGC convention), a ``{"weight": tensor}`` embedding state dict, or a
     dict written by :meth:`FeatureTable.save` (whose own mask is kept).
 
+    With ``vocabulary`` (the KG's, read from ``graph_source``) the table gets that
+    vocabulary: rows of a file from elsewhere follow the KG's entity ids by contract, so only
+    a table that records a vocabulary of its own can be, and is, checked against it.
+
     Raises:
         ValueError: not 2-D, wrong number of rows, or non-finite values; the message names
             the file, and the expected shape or the first bad row.
+        VocabularyError: a dhns table recording another graph's vocabulary.
     """
     path = Path(path)
     try:
@@ -29,6 +37,9 @@ def load_precomputed(path: str | Path, num_entities: int) -> FeatureTable:
     meta: dict = {}
     if isinstance(obj, dict) and "features" in obj and "mask" in obj:
         table = FeatureTable.from_dict(obj)
+        if vocabulary is not None and table.vocabulary is not None:
+            check_vocabulary(path, table.vocabulary, vocabulary, graph_source,
+                             "point the precomputed option at this dataset's features")
         tensor, mask, meta = table.features, table.mask, dict(table.meta)
     elif isinstance(obj, dict) and len(obj) == 1 and isinstance(obj.get("weight"), torch.Tensor):
         tensor = obj["weight"]
@@ -65,4 +76,4 @@ def load_precomputed(path: str | Path, num_entities: int) -> FeatureTable:
         "with_modality": int(mask.sum()),
     })
     meta.setdefault("model", f"precomputed:{path.name}")
-    return FeatureTable(features=tensor, mask=mask, meta=meta)
+    return FeatureTable(features=tensor, mask=mask, meta=meta, vocabulary=vocabulary)

@@ -8,9 +8,11 @@ from typing import Any
 
 import torch
 
+from dhns.data.vocabulary import Vocabulary, check_vocabulary
 from dhns.io import atomic_torch_save
 
 FORMAT = "dhns.FeatureTable/1"
+REBUILD = "rerun its feature stage on this dataset"
 
 
 @dataclass
@@ -22,6 +24,8 @@ class FeatureTable:
             all zeros and carry no information.
         mask: ``(N,)`` bool, True where the entity has this modality.
         meta: JSON-friendly provenance (model name, ``dim``, counts, timings, ...).
+        vocabulary: the graph whose entity ids the rows follow; None until a feature stage
+            stamps it (a table without one is refused by :meth:`load` against a graph).
 
     A *disabled* modality (see :meth:`empty`) is ``(N, 1)`` zeros with an all-False mask: one
     column rather than zero so that code building a projection ``Linear(d, k)`` never meets
@@ -31,6 +35,7 @@ class FeatureTable:
     features: torch.Tensor
     mask: torch.Tensor
     meta: dict[str, Any] = field(default_factory=dict)
+    vocabulary: Vocabulary | None = None
 
     def __post_init__(self) -> None:
         if self.features.dim() != 2:
@@ -67,26 +72,40 @@ class FeatureTable:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (tensors, str, numbers) that ``torch.load(weights_only=True)`` reads."""
-        return {"format": FORMAT, "features": self.features, "mask": self.mask,
-                "meta": dict(self.meta)}
+        obj = {"format": FORMAT, "features": self.features, "mask": self.mask,
+               "meta": dict(self.meta)}
+        if self.vocabulary is not None:
+            obj["vocabulary"] = self.vocabulary.to_dict()
+        return obj
 
     @classmethod
     def from_dict(cls, obj: dict[str, Any]) -> FeatureTable:
         missing = {"features", "mask"} - set(obj)
         if missing:
             raise ValueError(f"not a FeatureTable dict: missing {sorted(missing)}")
-        return cls(features=obj["features"], mask=obj["mask"], meta=dict(obj.get("meta") or {}))
+        return cls(features=obj["features"], mask=obj["mask"], meta=dict(obj.get("meta") or {}),
+                   vocabulary=Vocabulary.from_dict(obj.get("vocabulary")))
 
     def save(self, path: str | Path) -> None:
         """Atomic ``torch.save`` of :meth:`to_dict` (no pickled classes, so loading is safe)."""
         atomic_torch_save(path, self.to_dict())
 
     @classmethod
-    def load(cls, path: str | Path) -> FeatureTable:
+    def load(cls, path: str | Path, vocabulary: Vocabulary | None = None,
+             graph_source: str | Path = "the dataset") -> FeatureTable:
+        """Read what :meth:`save` wrote.
+
+        With ``vocabulary`` (that of the graph the table will be used with, read from
+        ``graph_source``), refuse a table whose rows follow other entity ids, or that records
+        none: raises :class:`~dhns.data.vocabulary.VocabularyError`.
+        """
         obj = torch.load(Path(path), map_location="cpu", weights_only=True)
         if not isinstance(obj, dict):
             raise ValueError(f"{path}: expected a FeatureTable dict, got {type(obj).__name__}")
         try:
-            return cls.from_dict(obj)
+            table = cls.from_dict(obj)
         except ValueError as exc:
             raise ValueError(f"{path}: {exc}") from None
+        if vocabulary is not None:
+            check_vocabulary(path, table.vocabulary, vocabulary, graph_source, REBUILD)
+        return table

@@ -42,8 +42,14 @@ class MultimodalKGE(nn.Module):
         features: dict[str, tuple[Tensor, Tensor]] | None = None,
         generator: torch.Generator | None = None,
     ) -> None:
-        """``features`` maps modality name -> (table (N, d_m) float, mask (N,) bool)."""
+        """``features`` maps modality name -> (table (N, d_m) float, mask (N,) bool).
+
+        ``generator`` is the only source of the initial weights (torch's global RNG is never
+        drawn from); ``None`` means one seeded with 0, for a model about to be loaded from a
+        checkpoint.
+        """
         super().__init__()
+        generator = generator or torch.Generator().manual_seed(0)
         self.config = config
         self.scorer: Scorer = make_scorer(config.model, config.dim, config.gamma)
         width = self.scorer.entity_width
@@ -69,7 +75,8 @@ class MultimodalKGE(nn.Module):
             self.register_buffer(f"feat_{name}", torch.where(mask.unsqueeze(-1),
                                                              (table - mean) / std, 0.0))
             self.register_buffer(f"mask_{name}", mask.bool().clone())
-            proj = nn.Linear(dim, width, bias=False)
+            # skip_init: the weight is drawn below from ``generator``, never the global RNG.
+            proj = nn.utils.skip_init(nn.Linear, dim, width, bias=False)
             nn.init.normal_(proj.weight, std=init / dim**0.5, generator=generator)
             self.projections[name] = proj
         self.fusion = ModalityFusion(width) if len(self.modalities) > 1 else None
@@ -162,5 +169,5 @@ class FrozenPredictor:
         return self._rank_all(tails, relations, "head")
 
 
-def _uniform(shape: tuple[int, ...], bound: float, generator: torch.Generator | None) -> Tensor:
+def _uniform(shape: tuple[int, ...], bound: float, generator: torch.Generator) -> Tensor:
     return torch.empty(shape).uniform_(-bound, bound, generator=generator)

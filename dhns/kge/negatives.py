@@ -41,7 +41,7 @@ class NegativeSampler:
                 raise ValueError("bernoulli negatives need the training triples")
             self.tail_prob = bernoulli_tail_probability(train, num_relations)
 
-    def sample(self, batch: Tensor, generator: torch.Generator | None = None) -> NegativeBatch:
+    def sample(self, batch: Tensor, generator: torch.Generator) -> NegativeBatch:
         """Negatives for ``batch`` (B, 3) on ``batch.device``."""
         chunks = -(-len(batch) // self.chunk_size)
         device = batch.device

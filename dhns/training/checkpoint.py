@@ -1,8 +1,10 @@
-"""The one checkpoint format: ``{"format", "kind", "config", "state_dict", "meta"}``.
+"""The one checkpoint format: ``{"format", "kind", "config", "state_dict", "vocabulary", "meta"}``.
 
 ``kind`` is ``"kge"`` (a :class:`MultimodalKGE`) or ``"sampler"`` (a diffusion sampler);
-``config`` is what rebuilds the module, ``meta`` is free-form provenance (dataset, params,
-training history). Writes are atomic.
+``config`` is what rebuilds the module; ``vocabulary`` is the
+:class:`~dhns.data.vocabulary.Vocabulary` of the graph whose entity and relation ids the
+weights are indexed by (a sampler's is that of the KGE it learned from); ``meta`` is
+free-form provenance (dataset, params, training history). Writes are atomic.
 """
 
 from __future__ import annotations
@@ -13,10 +15,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from dhns.data.vocabulary import Vocabulary, check_vocabulary
 from dhns.io import atomic_torch_save
 from dhns.kge.model import KGEModelConfig, MultimodalKGE
 
 FORMAT = "dhns-checkpoint/1"
+RETRAIN = "retrain it on this dataset or use the dataset it was trained on"
 
 
 class CheckpointError(ValueError):
@@ -24,13 +28,22 @@ class CheckpointError(ValueError):
 
 
 def save_checkpoint(path: str | Path, kind: str, module: nn.Module, config: dict,
-                    meta: dict | None = None) -> None:
+                    meta: dict | None = None, *, vocabulary: Vocabulary) -> None:
     state = {k: v.detach().cpu() for k, v in module.state_dict().items()}
     atomic_torch_save(path, {"format": FORMAT, "kind": kind, "config": config,
-                             "state_dict": state, "meta": meta or {}})
+                             "state_dict": state, "vocabulary": vocabulary.to_dict(),
+                             "meta": meta or {}})
 
 
-def read_checkpoint(path: str | Path, kind: str) -> dict[str, Any]:
+def read_checkpoint(path: str | Path, kind: str, vocabulary: Vocabulary | None = None,
+                    graph_source: str | Path = "the dataset") -> dict[str, Any]:
+    """The checkpoint dict at ``path``, checked to be of ``kind``.
+
+    With ``vocabulary`` (the graph it is about to be used with, read from ``graph_source``),
+    also checked to be indexed by that graph's ids: raises
+    :class:`~dhns.data.vocabulary.VocabularyError` otherwise, and for checkpoints that record
+    no vocabulary (written before they did), since those cannot be checked.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint")
@@ -43,31 +56,57 @@ def read_checkpoint(path: str | Path, kind: str) -> dict[str, Any]:
         raise CheckpointError(f"{path}: not a dhns checkpoint (expected format {FORMAT})")
     if obj["kind"] != kind:
         raise CheckpointError(f"{path}: holds a {obj['kind']} checkpoint, expected {kind}")
+    if vocabulary is not None:
+        check_vocabulary(path, checkpoint_vocabulary(obj), vocabulary, graph_source, RETRAIN)
     return obj
 
 
-def save_kge(path: str | Path, model: MultimodalKGE, meta: dict | None = None) -> None:
-    save_checkpoint(path, "kge", model, model.config.to_dict(), meta)
+def checkpoint_vocabulary(obj: dict[str, Any]) -> Vocabulary | None:
+    """The vocabulary a checkpoint dict records; None for one written before they did."""
+    return Vocabulary.from_dict(obj.get("vocabulary"))
 
 
-def load_kge(path: str | Path, device: torch.device | str = "cpu"
+def save_kge(path: str | Path, model: MultimodalKGE, meta: dict | None = None, *,
+             vocabulary: Vocabulary) -> None:
+    """Write ``model`` with the vocabulary of the graph it was trained on."""
+    cfg = model.config
+    if (vocabulary.entities, vocabulary.relations) != (cfg.num_entities, cfg.num_relations):
+        raise ValueError(f"{path}: the model has {cfg.num_entities} entities and "
+                         f"{cfg.num_relations} relations but the vocabulary is "
+                         f"{vocabulary.describe()}")
+    save_checkpoint(path, "kge", model, cfg.to_dict(), meta, vocabulary=vocabulary)
+
+
+def load_kge(path: str | Path, device: torch.device | str = "cpu",
+             vocabulary: Vocabulary | None = None, graph_source: str | Path = "the dataset"
              ) -> tuple[MultimodalKGE, dict[str, Any]]:
-    """Rebuild a KGE from its checkpoint; returns ``(model in eval mode, meta)``."""
-    obj = read_checkpoint(path, "kge")
+    """Rebuild a KGE from its checkpoint; returns ``(model in eval mode, meta)``.
+
+    Pass the ``vocabulary`` of the graph the model will score (and where that graph came
+    from, for the message) wherever there is one: see :func:`read_checkpoint`.
+    """
+    obj = read_checkpoint(path, "kge", vocabulary, graph_source)
     model = MultimodalKGE(KGEModelConfig(**obj["config"]))
     model.load_state_dict(obj["state_dict"])
     return model.to(device).eval(), obj["meta"]
 
 
-def save_sampler(path: str | Path, sampler: nn.Module, meta: dict | None = None) -> None:
-    save_checkpoint(path, "sampler", sampler, dict(sampler.hparams), meta)
+def save_sampler(path: str | Path, sampler: nn.Module, meta: dict | None = None, *,
+                 vocabulary: Vocabulary) -> None:
+    """Write a diffusion sampler with the vocabulary of the KGE it was trained on."""
+    save_checkpoint(path, "sampler", sampler, dict(sampler.hparams), meta,
+                    vocabulary=vocabulary)
 
 
-def load_sampler(path: str | Path, device: torch.device | str = "cpu"):
-    """Rebuild a :class:`DiffusionSampler`; returns ``(sampler in eval mode, meta)``."""
+def load_sampler(path: str | Path, device: torch.device | str = "cpu",
+                 vocabulary: Vocabulary | None = None, graph_source: str | Path = "the dataset"):
+    """Rebuild a :class:`DiffusionSampler`; returns ``(sampler in eval mode, meta)``.
+
+    ``vocabulary`` and ``graph_source`` as for :func:`load_kge`.
+    """
     from dhns.diffusion.sampler import DiffusionSampler
 
-    obj = read_checkpoint(path, "sampler")
+    obj = read_checkpoint(path, "sampler", vocabulary, graph_source)
     sampler = DiffusionSampler(**obj["config"])
     sampler.load_state_dict(obj["state_dict"])
     return sampler.to(device).eval(), obj["meta"]

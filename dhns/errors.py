@@ -1,0 +1,19 @@
+"""What counts as a user's error, and its one-line form: the one place the stages and the CLI
+read it from.
+
+Every error a user can cause or fix derives from :class:`ValueError` (bad params:
+``ConfigError``; bad data files: ``DataError``; a wrong or stale checkpoint or feature table:
+``CheckpointError``, ``VocabularyError``) or is an :class:`OSError` (a missing file, a
+read-only folder, a full disk). They are printed as one ``error:`` line, without a traceback.
+"""
+
+from __future__ import annotations
+
+USER_ERRORS: tuple[type[Exception], ...] = (ValueError, OSError)
+
+
+def error_message(exc: BaseException) -> str:
+    """One line for an error a user can act on: an OSError as ``<path>: <reason>``."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
+    return str(exc)
