@@ -89,11 +89,63 @@ def dhns_vs_uniform(runs: dict[str, list[dict]]) -> str:
     return "\n".join(lines)
 
 
+def load_arms(folder: Path) -> dict[str, dict[str, dict[int, dict]]]:
+    """``{dataset: {arm: {seed: result}}}`` from ``bench.arm``'s ``<DS>-<arm>-seed<N>.json``."""
+    arms: dict[str, dict[str, dict[int, dict]]] = defaultdict(lambda: defaultdict(dict))
+    for path in sorted(folder.glob("*-seed*.json")):
+        result = json.loads(path.read_text())
+        arms[result["dataset"]][result["arm"]][int(result["seed"])] = result
+    return arms
+
+
+def arms_table(arms: dict[str, dict[str, dict[int, dict]]], baseline: str = "uniform") -> str:
+    """Per dataset and arm: valid and test MRR (realistic), each paired against the baseline
+    arm of the same seed (mean difference and, with 2+ seeds, its std), and epoch time
+    relative to the baseline's."""
+    lines = ["| dataset | arm | seeds | valid MRR | test MRR | valid - uniform | "
+             "test - uniform (by seed) | s/epoch vs uniform |", "|---|---|---|---|---|---|---|---|"]
+    for dataset, by_arm in arms.items():
+        base = by_arm.get(baseline, {})
+        for arm, by_seed in by_arm.items():
+            seeds = sorted(by_seed)
+            valid = [by_seed[s]["valid"]["mrr"] for s in seeds]
+            test = [by_seed[s]["test"]["mrr"] for s in seeds]
+            paired = [s for s in seeds if s in base]
+            if arm != baseline and paired:
+                dv = [by_seed[s]["valid"]["mrr"] - base[s]["valid"]["mrr"] for s in paired]
+                dt = [by_seed[s]["test"]["mrr"] - base[s]["test"]["mrr"] for s in paired]
+                dv_cell = _signed(dv)
+                dt_cell = _signed(dt) + " (" + ", ".join(f"{d:+.4f}" for d in dt) + ")"
+                ratio = statistics.mean(
+                    by_seed[s]["training"]["seconds_per_epoch"]
+                    / base[s]["training"]["seconds_per_epoch"] for s in paired)
+                ratio_cell = f"{ratio:.2f}x"
+            else:
+                dv_cell = dt_cell = ratio_cell = "-"
+            lines.append(f"| {dataset} | {arm} | {','.join(map(str, seeds))} | {_cell(valid)} | "
+                         f"{_cell(test)} | {dv_cell} | {dt_cell} | {ratio_cell} |")
+    return "\n".join(lines)
+
+
+def _signed(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:+.4f}"
+    return f"{statistics.mean(values):+.4f} ± {statistics.stdev(values):.4f}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--results", type=Path, default=Path("results"))
     parser.add_argument("--tag", default=None, help="summarise the runs with this tag instead")
+    parser.add_argument("--arms", action="store_true",
+                        help="the screening arms of results/arms (bench.arm) instead")
     args = parser.parse_args()
+    if args.arms:
+        arms = load_arms(args.results / "arms")
+        if not arms:
+            raise SystemExit(f"no bench.arm results in {args.results / 'arms'}")
+        print(arms_table(arms))
+        return
     runs = load_runs(args.results, args.tag)
     if not runs:
         raise SystemExit(f"no <DS>-seed<N>{'-' + args.tag if args.tag else ''}.json with "

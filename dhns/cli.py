@@ -543,9 +543,12 @@ def negatives_command(
     hardness level t_k of model.levels, with model.sampling_steps strided reverse steps (>= T:
     the full ancestral chain), and fuses the generated modality embeddings with the KGE's
     attention as NTAT does (the generated entity has exactly the modalities generated for it).
-    Per level it prints the score of the generated triple and the k real entities nearest to
-    the generated entity: their distance to it, the score of the triple with them instead,
-    and a * for answers known to be true (train, valid or test).
+    Per level it prints the score of the generated triple, its rank among the real wrong
+    answers (1 + how many entities that are not known answers score higher), the real entity
+    nearest to it by Euclidean distance in the fused space and whether that one is a known
+    answer (a likely false negative), then the k real entities nearest to the generated
+    entity: their distance to it, the score of the triple with them instead, and a * for
+    answers known to be true (train, valid or test).
 
     Distance: for RotatE and TransE the score function's own distance, gamma - match(g, e)
     (RotatE: sum of the complex moduli |g_i - e_i|; TransE: L1), so an entity at distance d
@@ -556,7 +559,9 @@ def negatives_command(
 
     from dhns.config import load_params
     from dhns.device import resolve_device
+    from dhns.evaluation.filter import FilterIndex
     from dhns.negatives import HierarchicalGenerator, fuse_generated
+    from dhns.negatives.diagnostics import generated_ranks, nearest_real_entity
     from dhns.training.checkpoint import load_kge, load_sampler
 
     if (head is None) == (tail is None):
@@ -609,6 +614,11 @@ def negatives_command(
             distance = torch.cdist(fused, entities)
         nearest = torch.topk(distance.float().cpu(), min(k, kg.num_entities), dim=1,
                              largest=False)
+        known_index = FilterIndex(kg.all_triples(), kg.num_relations)
+        query_args = (model, batch[:, 0 if direction == "tail" else 2], batch[:, 1],
+                      fused[:, None], direction, known_index)
+        ranks, wrong = generated_ranks(*query_args)  # (L, 1), (1,)
+        closest, closest_known = nearest_real_entity(*query_args)
 
     triples = kg.all_triples()
     anchor_col, answer_col = (0, 2) if direction == "tail" else (2, 0)
@@ -629,8 +639,11 @@ def negatives_command(
     real_scores = real_scores.float().cpu()
     for level, t in enumerate(hier.levels):
         typer.echo("")
+        answer = "a known answer" if bool(closest_known[level, 0]) else "not a known answer"
         typer.echo(f"level {level + 1}: t={t}  generated triple score "
-                   f"{float(generated_scores[level]):.4f}")
+                   f"{float(generated_scores[level]):.4f}  rank {int(ranks[level, 0])} among "
+                   f"{int(wrong[0])} real wrong answers  nearest real entity (Euclidean) "
+                   f"{kg.entity_names[int(closest[level, 0])]}: {answer}")
         rows = [(f"{rank}{'*' if int(i) in known else ''}", kg.entity_names[int(i)],
                  f"{float(d):.4f}", f"{float(real_scores[int(i)]):.4f}")
                 for rank, (d, i) in enumerate(zip(nearest.values[level], nearest.indices[level],

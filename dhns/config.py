@@ -188,11 +188,17 @@ class RetrainConfig:
     level_margins: list[float] = nums([0.3, 0.5, 0.7, 0.9], NON_NEGATIVE)  # one per level
     margins: bool = True
     ha_weighting: Literal["mean", "adversarial"] = "mean"
+    positive_term: bool = True  # false: L_HA without its -log s(f(pos)) in every cell
     joint: bool = False
     refresh_every: int = num(4, COUNT)
     generate_fraction: float = num(0.0625, between(0, 1, low_open=True))
     faithful: bool = False
     eval_every: int = num(5, COUNT)
+    # Mined real negatives next to the uniform ones in the self-adversarial loss:
+    # none, score (the model's own top-scored entities) or diffusion (nearest to generated).
+    mined: Literal["none", "score", "diffusion"] = "none"
+    mined_negatives: int = num(8, COUNT)  # per positive and side
+    mine_every: int = num(5, COUNT)  # epochs between minings (the first is at the start)
 
 
 @dataclass

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
+
+import torch
 
 from dhns.config import Params, to_dict
 from dhns.device import resolve_device
@@ -16,13 +19,18 @@ from stages.common import METRICS, PLOTS, PREPARED, PRETRAIN_CKPT, generator, lo
 from stages.inputs import filter_index, load_prepared
 from stages.reporting import write_history
 
+#: Builds the ordinary loss term from the ordinary negatives and the training generator.
+BaseLoss = Callable[[NegativeSampler, torch.Generator], LossFn]
 
-def continue_training(params: Params, name: str, out: Path, extra_loss: LossFn | None) -> dict:
+
+def continue_training(params: Params, name: str, out: Path, extra_loss: LossFn | None,
+                      base_loss: BaseLoss | None = None) -> dict:
     """Continue the pretrained checkpoint for ``retrain.epochs``; the starting weights take part
     in model selection, so the result is never worse than pretrain on validation.
 
     ``extra_loss`` is added to the ordinary self-adversarial loss (NTAT's L_HA for DHNS).
-    Both runs draw ordinary negatives from the same seed, so they differ only in L_HA.
+    ``base_loss`` replaces that ordinary loss (mined negatives beside the uniform ones). All
+    runs draw ordinary negatives from the same seed, so they differ only in what is added.
     """
     kg = load_prepared()
     device = resolve_device(params.device)
@@ -33,7 +41,8 @@ def continue_training(params: Params, name: str, out: Path, extra_loss: LossFn |
     sampler = NegativeSampler(kg.num_entities, params.kge.num_negatives,
                               mode=params.kge.negative_sampler, train=kg.train,
                               num_relations=kg.num_relations)
-    base = uniform_loss(sampler, params.kge.adversarial_temperature, gen)
+    base = (uniform_loss(sampler, params.kge.adversarial_temperature, gen)
+            if base_loss is None else base_loss(sampler, gen))
     loss_fn = base if extra_loss is None else with_extra_loss(base, extra_loss)
 
     validate = validator(kg.valid, filter_index(kg), kg.num_entities, params.pretrain.max_valid,

@@ -16,6 +16,7 @@ from dhns.negatives.diagnostics import (
     histogram_rows,
     level_dispersion,
     level_scores,
+    real_entity_diagnostics,
     summarise,
 )
 from dhns.training.checkpoint import load_kge, save_sampler
@@ -30,7 +31,7 @@ from stages.common import (
     log,
     run_stage,
 )
-from stages.inputs import load_prepared
+from stages.inputs import filter_index, load_prepared
 
 DIAGNOSTIC_TRIPLES = 1000
 #: abar_{T-1} above this: the reverse chain starts off the training distribution.
@@ -81,10 +82,14 @@ def run(params: Params) -> dict:
     diagnostic = train[pick.to(device)]
     negatives = hier.generate(model, diagnostic, gen)
     scores = level_scores(model, hier, diagnostic, gen, negatives)
-    summary = {**summarise(scores), "dispersion": level_dispersion(model, hier, negatives)}
+    summary = {**summarise(scores), "dispersion": level_dispersion(model, hier, negatives),
+               **real_entity_diagnostics(model, hier.levels, negatives, filter_index(kg))}
     log(f"diffusion: mean scores {summary['mean_score']} "
         f"(levels ordered: {summary['levels_ordered']}); dispersion vs real embeddings "
         f"{summary['dispersion']}")
+    log(f"diffusion: rank among {summary['wrong_answers']:.0f} real wrong answers "
+        f"{summary['generated_rank']}; nearest real entity a known answer "
+        f"{summary['nearest_known_answer']}")
     report = {
         "steps": cfg.steps,
         "level_steps": hier.levels,

@@ -3,27 +3,42 @@
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
 from dhns.config import Params
+from dhns.data.kg import KnowledgeGraph
 from dhns.device import resolve_device
 from dhns.diffusion.sampler import DiffusionSampler
+from dhns.evaluation.filter import FilterIndex
 from dhns.io import atomic_write_json
+from dhns.kge.negatives import NegativeSampler
 from dhns.negatives import HierarchicalGenerator, NTATLoss
-from dhns.training.checkpoint import load_sampler
+from dhns.negatives.diagnostics import epoch_coverage, loss_gradient_report
+from dhns.negatives.mined import (
+    MinedCandidates,
+    MinedNegativeLoss,
+    mine_by_diffusion,
+    mine_by_score,
+)
+from dhns.training.checkpoint import load_kge, load_sampler
+from dhns.training.kgc import uniform_loss
 from stages.common import (
     DHNS_CKPT,
     METRICS,
     PLOTS,
     PREPARED,
+    PRETRAIN_CKPT,
     SAMPLER_CKPT,
     check_outputs,
     generator,
     log,
     run_stage,
 )
-from stages.continued import continue_training
+from stages.continued import BaseLoss, continue_training
 from stages.inputs import load_prepared
 
 
@@ -42,18 +57,98 @@ def build_ntat(params: Params, sampler: DiffusionSampler, rng: torch.Generator) 
         joint_lr=params.model.lr if cfg.joint else None,
         adversarial_temperature=(params.kge.adversarial_temperature
                                  if cfg.ha_weighting == "adversarial" else None),
+        positive_term=cfg.positive_term,
     )
+
+
+def mined_negatives(params: Params, kg: KnowledgeGraph, sampler: DiffusionSampler | None,
+                    rng: torch.Generator) -> tuple[BaseLoss, Callable[[int], dict]]:
+    """For ``retrain.mined``: the ordinary loss with mined real negatives beside the uniform
+    ones (known training answers never mined), and a report of it after ``epochs``."""
+    cfg = params.retrain
+    known = FilterIndex(kg.train, kg.num_relations)
+    batch = params.eval.batch_size
+    if cfg.mined == "score":
+        def mine(model):
+            return mine_by_score(model, kg.train, known, cfg.mined_negatives, batch)
+    else:
+        hier = HierarchicalGenerator(sampler, params.model.levels, params.model.sampling_steps)
+
+        def mine(model):
+            return mine_by_diffusion(model, hier, kg.train, known, cfg.mined_negatives, rng,
+                                     batch)
+    built: list[MinedNegativeLoss] = []
+
+    def base_loss(negatives: NegativeSampler, gen: torch.Generator) -> MinedNegativeLoss:
+        cache = MinedCandidates(kg.train, kg.num_entities, kg.num_relations,
+                                cfg.mined_negatives)
+        built.append(MinedNegativeLoss(
+            negatives, cache, mine, params.kge.adversarial_temperature, gen,
+            math.ceil(len(kg.train) / cfg.batch_size), cfg.mine_every, log))
+        return built[-1]
+
+    def report(epochs: int) -> dict:
+        loss = built[-1]
+        return {"mined": cfg.mined, "minings": loss.minings,
+                "mined_coverage": round(loss.cache.coverage(), 4),
+                "mine_seconds_per_epoch": round(loss.seconds_mining / max(1, epochs), 2)}
+
+    log(f"retrain: {cfg.mined_negatives} mined negatives per positive and side "
+        f"({cfg.mined}), mined every {cfg.mine_every} epochs")
+    return base_loss, report
+
+
+#: Fixed training batches on which the loss parts' gradients are measured.
+GRADIENT_BATCHES = 4
+
+
+def loss_gradients(params: Params, kg: KnowledgeGraph, ntat: NTATLoss, checkpoint: Path) -> dict:
+    """Gradient norm and share of L_KGC (uniform negatives) and of lambda L_HA's positive and
+    negative parts for the KGE in ``checkpoint``, on ``GRADIENT_BATCHES`` fixed training
+    batches. Own generators: the same batches, negatives and noise for every checkpoint, and
+    the training's random streams are untouched."""
+    device = resolve_device(params.device)
+    model, _ = load_kge(checkpoint, device, kg.vocabulary(), PREPARED)
+    size = params.retrain.batch_size
+    order = torch.randperm(len(kg.train), generator=generator(params, offset=60))
+    batches = [kg.train[order[i:i + size]].to(device)
+               for i in range(0, min(len(order), GRADIENT_BATCHES * size), size)]
+    sampler = NegativeSampler(kg.num_entities, params.kge.num_negatives,
+                              mode=params.kge.negative_sampler, train=kg.train,
+                              num_relations=kg.num_relations)
+    kgc = uniform_loss(sampler, params.kge.adversarial_temperature, generator(params, offset=61))
+    return loss_gradient_report(model, batches, kgc, ntat, generator(params, offset=62))
+
+
+def coverage(params: Params, kg: KnowledgeGraph, ntat: NTATLoss, epochs: int) -> dict:
+    """Fraction of the training positives that got generated negatives, per epoch and mean."""
+    steps = math.ceil(len(kg.train) / params.retrain.batch_size)
+    per_epoch = epoch_coverage(ntat.generated, steps, len(kg.train), epochs)
+    return {"generated_coverage": round(sum(per_epoch) / max(1, len(per_epoch)), 4),
+            "generated_coverage_per_epoch": [round(c, 4) for c in per_epoch]}
 
 
 def run(params: Params) -> dict:
     check_outputs(DHNS_CKPT.parent, METRICS, PLOTS)
     cfg = params.retrain
-    if cfg.sampler == "uniform":
-        log("retrain: retrain.sampler is uniform, so no generated negatives (ablation)")
-        return continue_training(params, "retrain", DHNS_CKPT, extra_loss=None)
+    kg = load_prepared()
     device = resolve_device(params.device)
-    # The pretrained KGE is checked against the prepared graph in continue_training.
-    sampler, _ = load_sampler(SAMPLER_CKPT, device, load_prepared().vocabulary(), PREPARED)
+    sampler = None
+    if cfg.sampler == "dhns" or cfg.mined == "diffusion":
+        # The pretrained KGE is checked against the prepared graph in continue_training.
+        sampler, _ = load_sampler(SAMPLER_CKPT, device, kg.vocabulary(), PREPARED)
+    base_loss, mined_report = (None, None) if cfg.mined == "none" else mined_negatives(
+        params, kg, sampler, generator(params, offset=5))
+
+    def finish(summary: dict) -> dict:
+        if mined_report is not None:
+            summary.update(mined_report(summary["epochs_run"]))
+        atomic_write_json(METRICS / "retrain.json", summary)
+        return summary
+
+    if cfg.sampler == "uniform" or cfg.lambda_ha == 0:
+        log("retrain: no NTAT term (retrain.sampler uniform or lambda_ha 0)")
+        return finish(continue_training(params, "retrain", DHNS_CKPT, None, base_loss))
     ntat = build_ntat(params, sampler, generator(params, offset=4))
     hier = ntat.generator
     sampling_steps = hier.sampling_steps
@@ -61,7 +156,14 @@ def run(params: Params) -> dict:
         f"{'full ancestral chain' if sampling_steps is None else f'{sampling_steps} strided steps'}"
         f", refresh every {ntat.refresh_every} step(s), fraction {ntat.generate_fraction}"
         f"{', joint sampler training' if cfg.joint else ''}, L_HA weighting {cfg.ha_weighting}")
-    summary = continue_training(params, "retrain", DHNS_CKPT, extra_loss=ntat)
+    start_gradients = loss_gradients(params, kg, ntat, PRETRAIN_CKPT)
+    summary = continue_training(params, "retrain", DHNS_CKPT, ntat, base_loss)
+    summary["loss_gradients"] = {"start": start_gradients,
+                                 "end": loss_gradients(params, kg, ntat, DHNS_CKPT)}
+    summary.update(coverage(params, kg, ntat, summary["epochs_run"]))
+    log(f"retrain: gradient shares at the start {start_gradients['share']}, at the end "
+        f"{summary['loss_gradients']['end']['share']}; generated-negative coverage "
+        f"{summary['generated_coverage']} of the training positives per epoch")
     epochs = max(1, summary["epochs_run"])
     cost = {f"{k}_seconds_per_epoch": round(v / epochs, 2) for k, v in ntat.seconds.items()}
     summary.update(cost)
@@ -73,8 +175,7 @@ def run(params: Params) -> dict:
             log(f"retrain: {summary['seconds_per_epoch']:.2f}s per epoch against "
                 f"{base:.2f}s for a uniform epoch ({summary['epoch_time_vs_uniform']}x); "
                 f"split per epoch: {cost}")
-    atomic_write_json(METRICS / "retrain.json", summary)
-    return summary
+    return finish(summary)
 
 
 if __name__ == "__main__":

@@ -176,3 +176,35 @@ def test_overhead_interleaves_uniform_and_dhns_steps(tmp_path: Path) -> None:
                                                       rel=0.01)
     with pytest.raises(ValueError, match="warms up"):
         overhead.measure_overhead(load_model, ntat, kg.train, params, rounds=1, steps=4)
+
+
+def test_arm_override_reads_values_as_yaml() -> None:
+    from bench.arm import override
+
+    params: dict = {"retrain": {"epochs": 3}}
+    override(params, "retrain.mined=score")
+    override(params, "retrain.lr=0.0002")
+    override(params, "model.levels=[0.1, 0.3]")
+    assert params == {"retrain": {"epochs": 3, "mined": "score", "lr": 0.0002},
+                      "model": {"levels": [0.1, 0.3]}}
+    with pytest.raises(SystemExit):
+        override(params, "no-equals-sign")
+
+
+def test_arms_table_pairs_by_seed(tmp_path: Path) -> None:
+    from bench.summary import arms_table, load_arms
+
+    def write(arm: str, seed: int, valid: float, test: float, spe: float) -> None:
+        result = {"dataset": "X", "arm": arm, "seed": seed, "valid": {"mrr": valid},
+                  "test": {"mrr": test}, "training": {"seconds_per_epoch": spe}}
+        (tmp_path / f"X-{arm}-seed{seed}.json").write_text(json.dumps(result))
+
+    write("uniform", 0, 0.30, 0.31, 2.0)
+    write("uniform", 1, 0.32, 0.33, 2.0)
+    write("mined", 0, 0.31, 0.33, 3.0)
+    write("mined", 1, 0.33, 0.34, 3.0)
+    write("mined", 2, 0.50, 0.50, 3.0)  # no uniform seed 2: not paired
+    text = arms_table(load_arms(tmp_path))
+    row = next(line for line in text.splitlines() if "| mined |" in line)
+    assert "0,1,2" in row and "+0.0100 ± 0.0000" in row  # valid: +0.01 on both paired seeds
+    assert "+0.0150 ± 0.0071 (+0.0200, +0.0100)" in row and "1.50x" in row

@@ -111,6 +111,21 @@ def test_generated_heads_and_known_answers(toy: dict[str, Path]) -> None:
         assert head in starred
 
 
+def test_rank_and_nearest_known_answer_per_level(toy: dict[str, Path]) -> None:
+    head, relation, tail = query(toy)
+    for side, name in (("--head", head), ("--tail", tail)):
+        result = invoke(toy, side, name, "--relation", relation, "-k", "60")
+        assert result.exit_code == 0, result.output
+        for title, rows in levels_of(result.stdout).items():
+            found = re.search(r"rank (\d+) among (\d+) real wrong answers  nearest real entity "
+                              r"\(Euclidean\) (.+): (a known answer|not a known answer)$", title)
+            assert found, title
+            rank, wrong = int(found[1]), int(found[2])
+            starred = {row[1] for row in rows if row[0].endswith("*")}
+            assert wrong == 60 - len(starred) and 1 <= rank <= wrong + 1
+            assert (found[3] in starred) == (found[4] == "a known answer")
+
+
 def test_prepared_folder_and_determinism(toy: dict[str, Path]) -> None:
     head, relation, _ = query(toy)
     raw = invoke(toy, "--head", head, "--relation", relation)

@@ -75,6 +75,24 @@ def test_repro_writes_metrics_for_every_model(project: Path) -> None:
     assert list(diagnostics["dispersion"]) == levels
     assert all(0 < v < 10 for v in diagnostics["dispersion"].values()), diagnostics
     assert 0 < diagnostics["terminal_alpha_bar"] < 1
+    # generated negatives against the real entities, per level
+    assert list(diagnostics["generated_rank"]) == levels
+    assert list(diagnostics["nearest_known_answer"]) == levels
+    for summary in diagnostics["generated_rank"].values():
+        assert set(summary) == {"mean_rank", "median_rank", "rank1_fraction"}
+        assert 1 <= summary["median_rank"] <= diagnostics["wrong_answers"] + 1
+        assert 0 <= summary["rank1_fraction"] <= 1
+    assert all(0 <= v <= 1 for v in diagnostics["nearest_known_answer"].values())
+    retrain = json.loads((project / "metrics" / "retrain.json").read_text())
+    parts = {"kgc", "ha_positive", "ha_negative"}
+    for when in ("start", "end"):
+        gradients = retrain["loss_gradients"][when]
+        assert set(gradients["norm"]) == set(gradients["share"]) == parts
+        assert abs(sum(gradients["share"].values()) - 1) < 1e-3 and gradients["norm"]["kgc"] > 0
+    retrain_params = yaml.safe_load((project / "params.yaml").read_text())["retrain"]
+    assert len(retrain["generated_coverage_per_epoch"]) == retrain["epochs_run"]
+    expected = retrain_params["generate_fraction"] / retrain_params["refresh_every"]
+    assert abs(retrain["generated_coverage"] - expected) < 0.05, retrain
     for name in ("pretrain", "uniform", "retrain"):
         lines = (project / "plots" / f"{name}.csv").read_text().splitlines()
         assert lines[0] == "epoch,loss,valid_mrr" and len(lines) > 1
@@ -155,3 +173,27 @@ def test_diffusion_stage_is_bit_reproducible(project: Path) -> None:
     for key in first:
         assert torch.equal(first[key], second[key]), key
     assert sampler.read_bytes() == first_bytes  # and so DVC's hash is unchanged
+
+
+@pytest.mark.parametrize("sampler, mined", [("uniform", "score"), ("dhns", "diffusion")])
+def test_retrain_with_mined_negatives(project: Path, sampler: str, mined: str) -> None:
+    params_file = project / "params.yaml"
+    original = params_file.read_text()
+    keep = {p: p.read_bytes() for p in (project / "metrics" / "retrain.json",
+                                        project / "plots" / "retrain.csv",
+                                        project / "artifacts" / "retrain" / "model.pt")}
+    try:
+        params = yaml.safe_load(original)
+        params["retrain"].update(sampler=sampler, mined=mined, mined_negatives=3, mine_every=1)
+        params_file.write_text(yaml.safe_dump(params))
+        done = _stage(project, "retrain")
+        assert done.returncode == 0, done.stderr
+        report = json.loads((project / "metrics" / "retrain.json").read_text())
+    finally:
+        params_file.write_text(original)
+        for path, content in keep.items():
+            path.write_bytes(content)
+    assert report["mined"] == mined
+    assert report["minings"] == params["retrain"]["epochs"]  # once per epoch
+    assert 0.5 < report["mined_coverage"] <= 1
+    assert "mined negatives:" in done.stderr

@@ -27,28 +27,37 @@ def kge_loss(model: MultimodalKGE, batch: Tensor, negatives: NegativeBatch,
     return 0.5 * (pos_loss.mean() + neg_loss.mean())
 
 
-def score_with_negatives(model: MultimodalKGE, batch: Tensor,
-                         negatives: NegativeBatch) -> tuple[Tensor, Tensor]:
+def score_with_negatives(model: MultimodalKGE, batch: Tensor, negatives: NegativeBatch,
+                         extra: Tensor | None = None
+                         ) -> tuple[Tensor, Tensor] | tuple[Tensor, Tensor, Tensor]:
     """Scores of positives ``(B,)`` and of their corruptions ``(B, K)``.
 
     All entities of the batch and its negatives are embedded in one call, so each distinct
     entity is projected and fused once per step. A positive that corrupts its tail is scored
     by its query ``h * r`` against the candidates, one that corrupts its head by ``t * conj(r)``.
+    With ``extra`` ``(B, E)`` per-positive candidate ids for the corrupted side (mined hard
+    negatives; any id, callers mask padding), their scores ``(B, E)`` are returned third.
     """
     b = len(batch)
     chunks, k = negatives.candidates.shape
     size = -(-b // chunks)
-    ids = torch.cat([batch[:, 0], batch[:, 2], negatives.candidates.reshape(-1)])
-    emb = model.entity_embeddings(ids)
+    parts = [batch[:, 0], batch[:, 2], negatives.candidates.reshape(-1)]
+    if extra is not None:
+        parts.append(extra.reshape(-1))
+    emb = model.entity_embeddings(torch.cat(parts))
     h, t = emb[:b], emb[b:2 * b]
-    cands = emb[2 * b:].reshape(chunks, k, -1)
+    cands = emb[2 * b:2 * b + chunks * k].reshape(chunks, k, -1)
     r = model.relation[batch[:, 1]]
     scorer = model.scorer
     pos = scorer.score(h, r, t)
     tail = negatives.corrupt_tail[:, None]
     query = torch.where(tail, scorer.query(h, r, "tail"), scorer.query(t, r, "head"))
+    if extra is not None:
+        extra_emb = emb[2 * b + chunks * k:].reshape(*extra.shape, -1)
+        extra_scores = scorer.match(query[:, None], extra_emb)  # (B, E)
     pad = chunks * size - b
     if pad:
         query = torch.cat([query, query[:pad]])
     neg = scorer.match_all(query.reshape(chunks, size, -1), cands)  # (C, S, K)
-    return pos, neg.reshape(chunks * size, k)[:b]
+    neg = neg.reshape(chunks * size, k)[:b]
+    return (pos, neg) if extra is None else (pos, neg, extra_scores)

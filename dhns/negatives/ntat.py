@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -63,19 +64,11 @@ def embed_with_generated(model: MultimodalKGE, negatives: GeneratedNegatives
     return e_h, model.relation[batch[:, 1]], e_t, h_hat, t_hat
 
 
-def hardness_aware_loss(model: MultimodalKGE, negatives: GeneratedNegatives,
-                        level_weights: list[float], level_margins: list[float] | None,
-                        adversarial_temperature: float | None = None,
-                        ) -> tuple[Tensor, dict[str, float]]:
-    """``L_HA`` for the positives of ``negatives.batch`` (B, 3); gradients reach the KGE only
-    through the real embeddings (generated rows are constants).
-
-    With ``adversarial_temperature`` (our variant, ``retrain.ha_weighting: adversarial``) each
-    positive's ``3 L`` generated negatives are weighted by ``w_k softmax(alpha f_k(neg))``
-    (detached, as in the self-adversarial loss) instead of ``w_k`` alone: the negatives the
-    model still scores high carry the loss, where the plain mean lets the many saturated ones
-    (``-log s(-f) ~ 0``) dilute it.
-    """
+def _ha_scores(model: MultimodalKGE, negatives: GeneratedNegatives,
+               level_weights: list[float], level_margins: list[float] | None
+               ) -> tuple[Tensor, Tensor, Tensor]:
+    """Positive scores ``(B,)``, margin-shifted generated scores ``f_k(neg)`` ``(3, L, B)`` and
+    the level weights ``(L,)`` that :func:`hardness_aware_loss` combines."""
     levels = negatives.tails.shape[0]
     if len(level_weights) != levels or (level_margins is not None
                                         and len(level_margins) != levels):
@@ -90,17 +83,58 @@ def hardness_aware_loss(model: MultimodalKGE, negatives: GeneratedNegatives,
         # score = gamma - dist, so gamma_k - dist = score - gamma + m_k * gamma.
         shift = torch.tensor(level_margins, device=neg.device) * scorer.gamma - scorer.gamma
         neg = neg + shift[None, :, None]
-    weights = torch.tensor(level_weights, device=neg.device)
+    return pos, neg, torch.tensor(level_weights, device=neg.device)
+
+
+def hardness_aware_loss(model: MultimodalKGE, negatives: GeneratedNegatives,
+                        level_weights: list[float], level_margins: list[float] | None,
+                        adversarial_temperature: float | None = None,
+                        positive_term: bool = True,
+                        ) -> tuple[Tensor, dict[str, float]]:
+    """``L_HA`` for the positives of ``negatives.batch`` (B, 3); gradients reach the KGE only
+    through the real embeddings (generated rows are constants).
+
+    With ``adversarial_temperature`` (our variant, ``retrain.ha_weighting: adversarial``) each
+    positive's ``3 L`` generated negatives are weighted by ``w_k softmax(alpha f_k(neg))``
+    (detached, as in the self-adversarial loss) instead of ``w_k`` alone: the negatives the
+    model still scores high carry the loss, where the plain mean lets the many saturated ones
+    (``-log s(-f) ~ 0``) dilute it. ``positive_term=False`` (``retrain.positive_term``) drops
+    the ``-log s(f(pos))`` every cell adds, which otherwise makes L_HA mostly a second
+    positive loss; see :func:`hardness_aware_parts`.
+    """
+    parts = hardness_aware_parts(model, negatives, level_weights, level_margins,
+                                 adversarial_temperature)
+    loss = parts.positive + parts.negative if positive_term else parts.negative
+    return loss, {"l_ha": float(loss.detach())}
+
+
+@dataclass
+class HAParts:
+    """``L_HA = positive + negative`` (both scalar tensors, in the graph):
+    ``positive = mean_b -log s(f(pos_b))``, ``negative`` = the (weighted) mean of
+    ``-log s(-f_k(neg))``."""
+
+    positive: Tensor
+    negative: Tensor
+
+
+def hardness_aware_parts(model: MultimodalKGE, negatives: GeneratedNegatives,
+                         level_weights: list[float], level_margins: list[float] | None,
+                         adversarial_temperature: float | None = None) -> HAParts:
+    """:func:`hardness_aware_loss`'s value split into the part from the positives and the part
+    from the generated negatives (the loss is their sum), e.g. to measure each part's
+    gradient. Same arguments."""
+    pos, neg, weights = _ha_scores(model, negatives, level_weights, level_margins)
+    positive = -F.logsigmoid(pos).mean()
     if adversarial_temperature is None:
-        per_level = (-F.logsigmoid(pos)[None, None] - F.logsigmoid(-neg)).mean(dim=(0, 2))
-        loss = (weights * per_level).sum() / weights.sum()  # per_level: (L,)
+        per_level = -F.logsigmoid(-neg).mean(dim=(0, 2))  # (L,)
+        negative = (weights * per_level).sum() / weights.sum()
     else:
-        flat = neg.permute(2, 0, 1).reshape(len(pos), -1)  # (B, 3 L), level fastest
-        prior = weights.repeat(3).log()  # w_k inside the softmax: w_k e^(a f) / sum
-        p = torch.softmax(adversarial_temperature * flat.detach() + prior, dim=-1)
-        loss = (-F.logsigmoid(pos) - (p * F.logsigmoid(-flat)).sum(-1)).mean()
-    stats = {"l_ha": float(loss.detach())}
-    return loss, stats
+        flat = neg.permute(2, 0, 1).reshape(len(pos), -1)
+        p = torch.softmax(adversarial_temperature * flat.detach() + weights.repeat(3).log(),
+                          dim=-1)
+        negative = -(p * F.logsigmoid(-flat)).sum(-1).mean()
+    return HAParts(positive, negative)
 
 
 class NTATLoss:
@@ -116,8 +150,10 @@ class NTATLoss:
                  level_weights: list[float], level_margins: list[float] | None,
                  rng: torch.Generator, refresh_every: int = 1, generate_fraction: float = 1.0,
                  joint_lr: float | None = None,
-                 adversarial_temperature: float | None = None) -> None:
+                 adversarial_temperature: float | None = None,
+                 positive_term: bool = True) -> None:
         self.generator = generator
+        self.positive_term = positive_term
         self.lambda_ha = lambda_ha
         self.level_weights = level_weights
         self.level_margins = level_margins
@@ -131,6 +167,9 @@ class NTATLoss:
                                 if joint_lr else None)
         self.seconds = {"generate": 0.0, "score": 0.0, "joint": 0.0}
         self.generations = 0
+        #: ``(step, positives)`` per generation: what :func:`~dhns.negatives.diagnostics.
+        #: epoch_coverage` turns into the fraction of the training set that got negatives.
+        self.generated: list[tuple[int, int]] = []
 
     def __call__(self, model: MultimodalKGE, batch: Tensor, step: int
                  ) -> tuple[Tensor, dict[str, float]]:
@@ -145,9 +184,11 @@ class NTATLoss:
             self.cached = self.generator.generate(model, sub, self.rng)
             self.seconds["generate"] += time.perf_counter() - start
             self.generations += 1
+            self.generated.append((step, count))
         start = time.perf_counter()
         loss, stats = hardness_aware_loss(model, self.cached, self.level_weights,
-                                          self.level_margins, self.adversarial_temperature)
+                                          self.level_margins, self.adversarial_temperature,
+                                          self.positive_term)
         self.seconds["score"] += time.perf_counter() - start
         return self.lambda_ha * loss, stats
 

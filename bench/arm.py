@@ -1,0 +1,133 @@
+"""One screening arm: a continuation stage of a finished pipeline, with param overrides.
+
+Every arm continues the same pretrained checkpoint (and, for DHNS arms, the same trained
+sampler) of ``--base``, a folder where the whole pipeline ran (``bench/row.sh``), for the
+``retrain.epochs`` budget of the base params, so arms differ only in what their overrides
+change and in ``--seed`` (the continuation's seed; ``seed`` never re-pretrains here). The arm
+runs in ``<base>/arms/<name>-seed<N>/`` with this repository's stage code, is evaluated on the
+full cleaned validation split (model selection) and on test (report), and lands in
+``results/arms/<DS>-<name>-seed<N>.json``::
+
+    python -m bench.arm --base ../exp-mkgy --name uniform --stage uniform --seed 0
+    python -m bench.arm --base ../exp-mkgy --name mined-score --seed 0 \\
+        -S retrain.sampler=uniform -S retrain.mined=score
+
+``python -m bench.summary --arms`` prints the paired table against the ``uniform`` arm.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+from dhns.config import params_from_dict, to_dict
+from dhns.data.kg import KnowledgeGraph
+from dhns.evaluation.categories import kg_test_categories
+from dhns.evaluation.evaluator import evaluate
+from dhns.evaluation.filter import FilterIndex
+from dhns.io import atomic_write_json
+from dhns.training.checkpoint import load_kge
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_ARTIFACTS = ("prepared", "pretrain", "diffusion")
+OUTPUT = {"retrain": "retrain", "uniform": "uniform"}
+
+
+def override(params: dict, assignment: str) -> None:
+    """Apply ``a.b.c=value`` (value read as YAML, as ``dvc exp run -S`` does)."""
+    key, _, value = assignment.partition("=")
+    if not key or not _:
+        raise SystemExit(f"-S {assignment!r}: expected key=value")
+    *path, last = key.split(".")
+    node = params
+    for part in path:
+        node = node.setdefault(part, {})
+    node[last] = yaml.safe_load(value)
+
+
+def prepare_arm(base: Path, work: Path, params: dict) -> None:
+    for sub in ("artifacts", "metrics", "plots"):
+        (work / sub).mkdir(parents=True, exist_ok=True)
+    for name in SHARED_ARTIFACTS:
+        link = work / "artifacts" / name
+        if not link.exists():
+            link.symlink_to((base / "artifacts" / name).resolve())
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def run_stage(work: Path, stage: str) -> float:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", f"stages.{stage}"], cwd=work, env=env, check=True)
+    return time.perf_counter() - start
+
+
+def evaluate_arm(work: Path, stage: str, batch_size: int) -> dict:
+    kg = KnowledgeGraph.load(work / "artifacts" / "prepared")
+    model, meta = load_kge(work / "artifacts" / OUTPUT[stage] / "model.pt", "cpu",
+                           kg.vocabulary(), work / "artifacts" / "prepared")
+    index = FilterIndex(kg.all_triples(), kg.num_relations)
+    predictor = model.link_predictor()
+    out = {"best_epoch": meta.get("best_epoch")}
+    out["valid"] = evaluate(predictor, kg.valid, index, kg.num_entities,
+                            batch_size=batch_size, progress=False)
+    out["test"] = evaluate(predictor, kg.test, index, kg.num_entities,
+                           categories=kg_test_categories(kg), batch_size=batch_size,
+                           progress=False)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--base", type=Path, required=True, help="folder of a finished run")
+    parser.add_argument("--name", required=True, help="arm name, e.g. mined-score")
+    parser.add_argument("--stage", choices=sorted(OUTPUT), default="retrain")
+    parser.add_argument("--seed", type=int, default=0, help="the continuation's seed")
+    parser.add_argument("-S", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="param override (repeatable)")
+    parser.add_argument("--out", type=Path, default=REPO / "results" / "arms")
+    args = parser.parse_args()
+    raw = yaml.safe_load((args.base / "params.yaml").read_text())
+    raw["seed"] = args.seed
+    for assignment in args.overrides:
+        override(raw, assignment)
+    params = params_from_dict(raw)  # validate before any work
+    dataset = params.data.name
+    work = args.base / "arms" / f"{args.name}-seed{args.seed}"
+    prepare_arm(args.base, work, raw)
+    seconds = run_stage(work, args.stage)
+    stage_metrics = json.loads((work / "metrics" / f"{OUTPUT[args.stage]}.json").read_text())
+    result = {
+        "dataset": dataset, "arm": args.name, "seed": args.seed, "stage": args.stage,
+        "overrides": args.overrides,
+        "command": "python -m bench.arm " + shlex.join(
+            ["--base", str(args.base), "--name", args.name, "--stage", args.stage,
+             "--seed", str(args.seed)] + [f"-S{o}" for o in args.overrides]),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="minutes"),
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
+                    "torch": torch.__version__, "loadavg": os.getloadavg(),
+                    "threads": os.environ.get("OMP_NUM_THREADS")},
+        "stage_seconds": round(seconds, 1),
+        "training": stage_metrics,
+        "params": to_dict(params),
+        **evaluate_arm(work, args.stage, params.eval.batch_size),
+    }
+    atomic_write_json(args.out / f"{dataset}-{args.name}-seed{args.seed}.json", result)
+    print(f"{dataset} {args.name} seed {args.seed}: valid MRR {result['valid']['mrr']:.4f}, "
+          f"test MRR {result['test']['mrr']:.4f}, "
+          f"{stage_metrics.get('seconds_per_epoch')} s/epoch")
+
+
+if __name__ == "__main__":
+    main()

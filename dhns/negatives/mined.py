@@ -1,0 +1,195 @@
+"""Mined real negatives: per-positive hard candidates inside the self-adversarial softmax.
+
+NTAT's generated negatives are constants, so no real entity ever gets a gradient from them,
+and ranking is decided among real entities. Here the hard candidates are *real* entities,
+mined for every training triple and each side, and scored next to the uniform negatives in
+the ordinary self-adversarial loss (Sun et al. 2019), so the competitors that outrank the
+answer are the ones pushed down. Two miners, the second being the control of the first:
+
+- ``diffusion``: the real entities nearest (Euclidean, fused embedding space) to the negatives
+  the diffusion sampler generates at each hardness level for the query;
+- ``score``: the real entities the model itself scores highest for the query, no diffusion.
+
+Both leave out every known answer of the query in the training graph (mined candidates that
+are true answers would be false negatives) and the positive's own entity.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from dhns.evaluation.filter import FilterIndex
+from dhns.kge.loss import score_with_negatives
+from dhns.kge.model import MultimodalKGE
+from dhns.kge.negatives import NegativeBatch, NegativeSampler
+from dhns.negatives.hierarchical import HierarchicalGenerator
+from dhns.negatives.ntat import embed_with_generated
+
+#: Score given to padding slots (no candidate mined); their softmax weight is exactly 0.
+PADDING_SCORE = -30.0
+SIDES = ("tail", "head")
+
+
+class MinedCandidates:
+    """Per training triple and side, up to ``k`` mined candidate entity ids (``-1``: none).
+
+    ``ids`` is ``(n, 2, k)`` int64 aligned with ``triples`` (side 0: tail candidates for
+    ``(h, r, ?)``, side 1: head candidates for ``(?, r, t)``); :meth:`lookup` finds the rows
+    of any batch of training triples by a sorted key, so batches may come in any order.
+    """
+
+    def __init__(self, triples: Tensor, num_entities: int, num_relations: int, k: int) -> None:
+        self.num_entities, self.num_relations, self.k = num_entities, num_relations, k
+        keys = self._keys(triples.cpu())
+        self.keys, self.order = keys.sort()
+        self.triples = triples.cpu()
+        self.ids = torch.full((len(triples), 2, k), -1, dtype=torch.long)
+
+    def _keys(self, triples: Tensor) -> Tensor:
+        h, r, t = triples.unbind(1)
+        return (h * self.num_relations + r) * self.num_entities + t
+
+    def rows(self, batch: Tensor) -> Tensor:
+        """``(B,)`` row of each triple of ``batch`` (B, 3); every triple must be a training one."""
+        keys = self._keys(batch.cpu())
+        pos = torch.searchsorted(self.keys, keys).clamp_max_(len(self.keys) - 1)
+        if not bool((self.keys[pos] == keys).all()):
+            raise ValueError("mined candidates are looked up for a triple not in training")
+        return self.order[pos]
+
+    def lookup(self, batch: Tensor, corrupt_tail: Tensor) -> Tensor:
+        """``(B, k)`` candidate ids for the side each positive corrupts (``-1``: padding)."""
+        rows = self.rows(batch)
+        side = (~corrupt_tail.cpu()).long()  # 0 = tail candidates, 1 = head candidates
+        return self.ids[rows, side].to(batch.device)
+
+    def coverage(self) -> float:
+        """Share of (triple, side) cells holding at least one candidate."""
+        return float((self.ids[..., 0] >= 0).float().mean())
+
+
+def _exclude_known(scores: Tensor, anchors: Tensor, relations: Tensor, side: str,
+                   known: FilterIndex, own: Tensor) -> Tensor:
+    """``scores`` (B, N) with every known answer and the positive's own entity at -inf."""
+    rows, cols = known.answers(anchors, relations, side)
+    scores = scores.clone()
+    scores[rows.to(scores.device), cols.to(scores.device)] = -math.inf
+    scores[torch.arange(len(own), device=scores.device), own] = -math.inf
+    return scores
+
+
+def _topk_ids(scores: Tensor, k: int) -> Tensor:
+    """``(B, k)`` ids of the highest finite scores, ``-1`` where fewer than k are finite."""
+    values, ids = scores.topk(min(k, scores.shape[1]), dim=1)
+    return torch.where(torch.isfinite(values), ids, -1)
+
+
+@torch.no_grad()
+def mine_by_score(model: MultimodalKGE, triples: Tensor, known: FilterIndex, k: int,
+                  batch_size: int = 512) -> Tensor:
+    """``(n, 2, k)``: for each triple, the ``k`` real entities the model scores highest as its
+    tail (side 0) and as its head (side 1), known answers excluded."""
+    predictor = model.link_predictor()
+    out = torch.full((len(triples), 2, k), -1, dtype=torch.long)
+    for start in range(0, len(triples), batch_size):
+        part = triples[start:start + batch_size].to(predictor.device)
+        h, r, t = part.unbind(1)
+        tails = _exclude_known(predictor.score_tails(h, r), h, r, "tail", known, t)
+        heads = _exclude_known(predictor.score_heads(r, t), t, r, "head", known, h)
+        out[start:start + len(part), 0] = _topk_ids(tails, k).cpu()
+        out[start:start + len(part), 1] = _topk_ids(heads, k).cpu()
+    return out
+
+
+@torch.no_grad()
+def mine_by_diffusion(model: MultimodalKGE, hier: HierarchicalGenerator, triples: Tensor,
+                      known: FilterIndex, k: int, generator: torch.Generator,
+                      batch_size: int = 512) -> Tensor:
+    """``(n, 2, k)``: for each triple and side, the real entities nearest to the sampler's
+    generated negatives, ``ceil(k / L)`` per hardness level, hardest level first (duplicates
+    across levels are kept once, so a row may end with padding ``-1``)."""
+    entities = model.all_entity_embeddings()  # (N, D)
+    per_level = max(1, math.ceil(k / hier.num_levels))
+    out = torch.full((len(triples), 2, k), -1, dtype=torch.long)
+    for start in range(0, len(triples), batch_size):
+        part = triples[start:start + batch_size].to(entities.device)
+        h, r, t = part.unbind(1)
+        negatives = hier.generate(model, part, generator)
+        _, _, _, h_hat, t_hat = embed_with_generated(model, negatives)  # (L, B, D) each
+        for side, (generated, anchor, own) in enumerate(((t_hat, h, t), (h_hat, t, h))):
+            picks = []
+            for level in generated:  # (B, D), hardest (smallest t) first
+                closeness = -torch.cdist(level, entities)  # (B, N)
+                closeness = _exclude_known(closeness, anchor, r, SIDES[side], known, own)
+                picks.append(_topk_ids(closeness, per_level))
+            out[start:start + len(part), side] = _first_unique(torch.cat(picks, 1), k).cpu()
+    return out
+
+
+def _first_unique(ids: Tensor, k: int) -> Tensor:
+    """``(B, m)`` -> ``(B, k)``: each row's distinct non-negative ids in first-seen order,
+    padded with ``-1``."""
+    out = torch.full((len(ids), k), -1, dtype=torch.long, device=ids.device)
+    for row, values in enumerate(ids.tolist()):
+        seen = list(dict.fromkeys(v for v in values if v >= 0))[:k]
+        out[row, :len(seen)] = torch.tensor(seen, dtype=torch.long)
+    return out
+
+
+def mined_loss(model: MultimodalKGE, batch: Tensor, negatives: NegativeBatch, mined: Tensor,
+               temperature: float) -> Tensor:
+    """Mean self-adversarial loss of ``batch`` (B, 3) over its uniform ``negatives`` plus its
+    mined candidates ``mined`` (B, E) for the corrupted side; ``-1`` padding gets weight 0.
+
+    With no mined candidate at all this is exactly :func:`dhns.kge.loss.kge_loss`.
+    """
+    valid = mined >= 0
+    pos, uniform, extra = score_with_negatives(model, batch, negatives, mined.clamp_min(0))
+    extra = torch.where(valid, extra, PADDING_SCORE)
+    neg = torch.cat([uniform, extra], dim=1)  # (B, K + E)
+    keep = torch.cat([torch.ones_like(uniform, dtype=torch.bool), valid], dim=1)
+    logits = (temperature * neg.detach()).masked_fill(~keep, -math.inf)
+    weights = torch.softmax(logits, dim=-1)  # detached, as in RotatE's self-adversarial loss
+    neg_loss = -(weights * F.logsigmoid(-neg)).sum(-1)
+    return 0.5 * ((-F.logsigmoid(pos)).mean() + neg_loss.mean())
+
+
+MineFn = Callable[[MultimodalKGE], Tensor]
+
+
+class MinedNegativeLoss:
+    """Trainer loss: self-adversarial over uniform plus mined candidates, re-mined every
+    ``mine_every`` epochs (the first mining happens at step 0, on the starting weights)."""
+
+    def __init__(self, sampler: NegativeSampler, cache: MinedCandidates, mine: MineFn,
+                 temperature: float, generator: torch.Generator, steps_per_epoch: int,
+                 mine_every: int, log: Callable[[str], None] = lambda _m: None) -> None:
+        self.sampler, self.cache, self.mine = sampler, cache, mine
+        self.temperature, self.generator = temperature, generator
+        self.steps_per_epoch, self.mine_every = steps_per_epoch, mine_every
+        self.log = log
+        self.seconds_mining = 0.0
+        self.minings = 0
+
+    def __call__(self, model: MultimodalKGE, batch: Tensor, step: int
+                 ) -> tuple[Tensor, dict[str, float]]:
+        if step % (self.steps_per_epoch * self.mine_every) == 0:
+            start = time.perf_counter()
+            was_training = model.training
+            model.eval()
+            self.cache.ids = self.mine(model)
+            model.train(was_training)
+            self.seconds_mining += time.perf_counter() - start
+            self.minings += 1
+            self.log(f"mined negatives: {self.cache.coverage():.3f} of (triple, side) cells "
+                     f"filled in {time.perf_counter() - start:.1f}s")
+        negatives = self.sampler.sample(batch, self.generator)
+        mined = self.cache.lookup(batch, negatives.corrupt_tail)
+        loss = mined_loss(model, batch, negatives, mined, self.temperature)
+        return loss, {}

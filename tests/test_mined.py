@@ -1,0 +1,159 @@
+"""Mined real negatives: the cache, both miners against brute force, the loss and its schedule."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from dhns.config import SyntheticConfig
+from dhns.data import generate_synthetic, load_dataset
+from dhns.data.kg import KnowledgeGraph
+from dhns.diffusion.sampler import DiffusionSampler
+from dhns.evaluation.filter import FilterIndex
+from dhns.kge.loss import kge_loss
+from dhns.kge.model import STRUCTURE, KGEModelConfig, MultimodalKGE
+from dhns.kge.negatives import NegativeSampler
+from dhns.negatives import HierarchicalGenerator, diffusion_pairs, sampler_modalities
+from dhns.negatives.mined import (
+    MinedCandidates,
+    MinedNegativeLoss,
+    mine_by_diffusion,
+    mine_by_score,
+    mined_loss,
+)
+from dhns.negatives.ntat import embed_with_generated
+
+K = 5
+
+
+def gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+@pytest.fixture(scope="module")
+def kg(tmp_path_factory: pytest.TempPathFactory) -> KnowledgeGraph:
+    out = tmp_path_factory.mktemp("mined") / "synthetic"
+    generate_synthetic(SyntheticConfig(num_entities=80, num_types=4, num_relations=4,
+                                       triples_per_relation=60, image_size=8), out)
+    graph, _ = load_dataset(out)
+    return graph
+
+
+@pytest.fixture(scope="module")
+def model(kg: KnowledgeGraph) -> MultimodalKGE:
+    cfg = KGEModelConfig("rotate", 8, 6.0, kg.num_entities, kg.num_relations, [STRUCTURE])
+    return MultimodalKGE(cfg, generator=gen(0)).eval()
+
+
+@pytest.fixture(scope="module")
+def known(kg: KnowledgeGraph) -> FilterIndex:
+    return FilterIndex(kg.train, kg.num_relations)
+
+
+def _answers(known: FilterIndex, anchor: int, relation: int, side: str) -> set[int]:
+    _, cols = known.answers(torch.tensor([anchor]), torch.tensor([relation]), side)
+    return set(cols.tolist())
+
+
+def test_cache_finds_rows_in_any_order(kg: KnowledgeGraph) -> None:
+    cache = MinedCandidates(kg.train, kg.num_entities, kg.num_relations, K)
+    pick = torch.randperm(len(kg.train), generator=gen(1))[:20]
+    assert torch.equal(cache.rows(kg.train[pick]), pick)
+    cache.ids[pick[0], 1] = torch.arange(K)
+    side = torch.tensor([False] + [True] * 19)  # the first positive corrupts its head
+    assert cache.lookup(kg.train[pick], side)[0].tolist() == list(range(K))
+    stranger = torch.tensor([[0, 0, 0]])
+    while bool((kg.train == stranger).all(1).any()):
+        stranger[0, 2] += 1
+    with pytest.raises(ValueError, match="not in training"):
+        cache.rows(stranger)
+
+
+def test_mine_by_score_is_the_filtered_top_k(kg, model, known) -> None:
+    triples = kg.train[:30]
+    mined = mine_by_score(model, triples, known, K, batch_size=7)
+    assert mined.shape == (30, 2, K)
+    predictor = model.link_predictor()
+    for i, (h, r, t) in enumerate(triples.tolist()):
+        for side, (scores, anchor, own) in enumerate((
+                (predictor.score_tails(torch.tensor([h]), torch.tensor([r]))[0], h, t),
+                (predictor.score_heads(torch.tensor([r]), torch.tensor([t]))[0], t, h))):
+            banned = _answers(known, anchor, r, ("tail", "head")[side]) | {own}
+            ranked = [e for e in scores.argsort(descending=True).tolist() if e not in banned]
+            assert mined[i, side].tolist() == ranked[:K]
+
+
+@pytest.fixture(scope="module")
+def hier(kg: KnowledgeGraph, model: MultimodalKGE) -> HierarchicalGenerator:
+    streams = sampler_modalities(model, ["structure"])
+    x0, c, stream = diffusion_pairs(model, kg.train, streams)
+    sampler = DiffusionSampler(model.scorer.entity_width, streams, steps=20, generator=gen(2))
+    sampler.fit_standardisation(x0, c, stream)
+    sampler.fit(x0, c, stream, 2, 128, 1e-3, gen(3))
+    return HierarchicalGenerator(sampler.eval(), [0.1, 0.5], 4)
+
+
+def test_mine_by_diffusion_takes_the_nearest_real_entities(kg, model, known, hier) -> None:
+    triples = kg.train[:12]
+    mined = mine_by_diffusion(model, hier, triples, known, 4, gen(5), batch_size=5)
+    again = mine_by_diffusion(model, hier, triples, known, 4, gen(5), batch_size=5)
+    assert torch.equal(mined, again)  # seeded generator: the same generated negatives
+    # Brute force for the first batch of 5: regenerate with the same stream of draws.
+    part = triples[:5]
+    negatives = hier.generate(model, part, gen(5))
+    _, _, _, h_hat, t_hat = embed_with_generated(model, negatives)
+    entities = model.all_entity_embeddings()
+    for i, (h, r, t) in enumerate(part.tolist()):
+        for side, (generated, anchor, own) in enumerate(((t_hat, h, t), (h_hat, t, h))):
+            banned = _answers(known, anchor, r, ("tail", "head")[side]) | {own}
+            expected: list[int] = []
+            for level in generated:  # 2 levels, ceil(4 / 2) = 2 nearest each
+                order = (entities - level[i]).norm(dim=1).argsort().tolist()
+                expected += [e for e in order if e not in banned][:2]
+            expected = list(dict.fromkeys(expected))
+            row = mined[i, side].tolist()
+            assert row[:len(expected)] == expected and all(v == -1 for v in row[len(expected):])
+
+
+def test_no_candidates_is_the_ordinary_loss(kg, model) -> None:
+    batch = kg.train[:16]
+    negatives = NegativeSampler(kg.num_entities, 6, chunk_size=4).sample(batch, gen(6))
+    none = torch.full((16, K), -1)
+    assert torch.allclose(mined_loss(model, batch, negatives, none, 1.0),
+                          kge_loss(model, batch, negatives, 1.0), atol=1e-6)
+
+
+def test_mined_candidates_get_the_gradient(kg, model) -> None:
+    """A mined entity that no uniform negative drew is pushed by the loss (generated
+    negatives never give a real entity a gradient; mined ones do)."""
+    batch = kg.train[:4]
+    negatives = NegativeSampler(kg.num_entities, 3, chunk_size=4).sample(batch, gen(7))
+    used = set(batch[:, [0, 2]].flatten().tolist()) | set(negatives.candidates.flatten().tolist())
+    outsider = next(e for e in range(kg.num_entities) if e not in used)
+    mined = torch.full((4, K), -1)
+    mined[0, 0] = outsider
+    model.zero_grad()
+    mined_loss(model, batch, negatives, mined, 1.0).backward()
+    grad = model.entity.grad
+    assert grad[outsider].abs().sum() > 0
+    padding_only = [e for e in range(kg.num_entities) if e not in used and e != outsider]
+    assert grad[padding_only].abs().sum() == 0
+    model.zero_grad()
+
+
+def test_loss_mines_on_schedule(kg, model) -> None:
+    calls: list[int] = []
+    cache = MinedCandidates(kg.train, kg.num_entities, kg.num_relations, K)
+
+    def mine(_model: MultimodalKGE) -> torch.Tensor:
+        calls.append(len(calls))
+        return torch.full((len(kg.train), 2, K), -1)
+
+    loss_fn = MinedNegativeLoss(NegativeSampler(kg.num_entities, 4), cache, mine, 1.0, gen(8),
+                                steps_per_epoch=3, mine_every=2)
+    for step in range(13):  # epochs of 3 steps; mining at the start of epochs 1, 3, 5
+        loss, _ = loss_fn(model, kg.train[:8], step)
+        assert math.isfinite(loss.item())
+    assert len(calls) == 3 and loss_fn.minings == 3
