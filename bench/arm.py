@@ -37,6 +37,7 @@ from dhns.evaluation.categories import kg_test_categories
 from dhns.evaluation.evaluator import evaluate
 from dhns.evaluation.filter import FilterIndex
 from dhns.io import atomic_write_json
+from dhns.kge.build import compile_scoring
 from dhns.training.checkpoint import load_kge
 
 REPO = Path(__file__).resolve().parents[1]
@@ -73,10 +74,11 @@ def run_stage(work: Path, stage: str) -> float:
     return time.perf_counter() - start
 
 
-def evaluate_arm(work: Path, stage: str, batch_size: int) -> dict:
+def evaluate_arm(work: Path, stage: str, batch_size: int, compile_kernels: bool) -> dict:
     kg = KnowledgeGraph.load(work / "artifacts" / "prepared")
     model, meta = load_kge(work / "artifacts" / OUTPUT[stage] / "model.pt", "cpu",
                            kg.vocabulary(), work / "artifacts" / "prepared")
+    compile_scoring(model, compile_kernels, torch.device("cpu"))  # the stages' fused kernels
     index = FilterIndex(kg.all_triples(), kg.num_relations)
     predictor = model.link_predictor()
     out = {"best_epoch": meta.get("best_epoch")}
@@ -97,6 +99,8 @@ def main() -> None:
     parser.add_argument("-S", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="param override (repeatable)")
     parser.add_argument("--out", type=Path, default=REPO / "results" / "arms")
+    parser.add_argument("--evaluate-only", action="store_true",
+                        help="reuse the arm folder's trained checkpoint; only evaluate")
     args = parser.parse_args()
     raw = yaml.safe_load((args.base / "params.yaml").read_text())
     raw["seed"] = args.seed
@@ -106,22 +110,23 @@ def main() -> None:
     dataset = params.data.name
     work = args.base / "arms" / f"{args.name}-seed{args.seed}"
     prepare_arm(args.base, work, raw)
-    seconds = run_stage(work, args.stage)
+    seconds = None if args.evaluate_only else round(run_stage(work, args.stage), 1)
     stage_metrics = json.loads((work / "metrics" / f"{OUTPUT[args.stage]}.json").read_text())
     result = {
         "dataset": dataset, "arm": args.name, "seed": args.seed, "stage": args.stage,
         "overrides": args.overrides,
         "command": "python -m bench.arm " + shlex.join(
-            ["--base", str(args.base), "--name", args.name, "--stage", args.stage,
+            ["--base", os.path.relpath(args.base, REPO), "--name", args.name,
+             "--stage", args.stage,
              "--seed", str(args.seed)] + [f"-S{o}" for o in args.overrides]),
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="minutes"),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                     "torch": torch.__version__, "loadavg": os.getloadavg(),
                     "threads": os.environ.get("OMP_NUM_THREADS")},
-        "stage_seconds": round(seconds, 1),
+        "stage_seconds": seconds,
         "training": stage_metrics,
         "params": to_dict(params),
-        **evaluate_arm(work, args.stage, params.eval.batch_size),
+        **evaluate_arm(work, args.stage, params.eval.batch_size, params.kge.compile),
     }
     atomic_write_json(args.out / f"{dataset}-{args.name}-seed{args.seed}.json", result)
     print(f"{dataset} {args.name} seed {args.seed}: valid MRR {result['valid']['mrr']:.4f}, "

@@ -199,6 +199,7 @@ class RetrainConfig:
     mined: Literal["none", "score", "diffusion"] = "none"
     mined_negatives: int = num(8, COUNT)  # per positive and side
     mine_every: int = num(5, COUNT)  # epochs between minings (the first is at the start)
+    mine_pool: int = num(0, NON_NEGATIVE)  # score mining against this many random entities
 
 
 @dataclass

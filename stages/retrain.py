@@ -70,7 +70,8 @@ def mined_negatives(params: Params, kg: KnowledgeGraph, sampler: DiffusionSample
     batch = params.eval.batch_size
     if cfg.mined == "score":
         def mine(model):
-            return mine_by_score(model, kg.train, known, cfg.mined_negatives, batch)
+            return mine_by_score(model, kg.train, known, cfg.mined_negatives, batch,
+                                 cfg.mine_pool, rng)
     else:
         hier = HierarchicalGenerator(sampler, params.model.levels, params.model.sampling_steps)
 

@@ -157,3 +157,19 @@ def test_loss_mines_on_schedule(kg, model) -> None:
         loss, _ = loss_fn(model, kg.train[:8], step)
         assert math.isfinite(loss.item())
     assert len(calls) == 3 and loss_fn.minings == 3
+
+
+def test_pool_mining_ranks_within_the_pool(kg, model, known) -> None:
+    """With a pool, the candidates are the pool's filtered top-k, and all come from it."""
+    triples = kg.train[:9]
+    pool = 20
+    mined = mine_by_score(model, triples, known, K, batch_size=9, pool=pool, generator=gen(4))
+    ids = set(torch.randperm(kg.num_entities, generator=gen(4))[:pool].tolist())
+    predictor = model.link_predictor()
+    for i, (h, r, t) in enumerate(triples.tolist()):
+        scores = predictor.score_tails(torch.tensor([h]), torch.tensor([r]))[0]
+        banned = _answers(known, h, r, "tail") | {t}
+        ranked = [e for e in scores.argsort(descending=True).tolist()
+                  if e in ids and e not in banned]
+        row = [e for e in mined[i, 0].tolist() if e >= 0]
+        assert row == ranked[:K] and set(row) <= ids

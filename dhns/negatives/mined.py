@@ -92,19 +92,43 @@ def _topk_ids(scores: Tensor, k: int) -> Tensor:
 
 @torch.no_grad()
 def mine_by_score(model: MultimodalKGE, triples: Tensor, known: FilterIndex, k: int,
-                  batch_size: int = 512) -> Tensor:
+                  batch_size: int = 512, pool: int = 0,
+                  generator: torch.Generator | None = None) -> Tensor:
     """``(n, 2, k)``: for each triple, the ``k`` real entities the model scores highest as its
-    tail (side 0) and as its head (side 1), known answers excluded."""
+    tail (side 0) and as its head (side 1), known answers excluded.
+
+    ``pool`` > 0 scores each batch of triples against that many random entities (drawn from
+    ``generator``, shared by the batch) instead of all ``N``: a mining pass then costs
+    ``pool / N`` of one, and the candidates are the hardest of the pool.
+    """
     predictor = model.link_predictor()
+    n = len(predictor.entities)
     out = torch.full((len(triples), 2, k), -1, dtype=torch.long)
     for start in range(0, len(triples), batch_size):
         part = triples[start:start + batch_size].to(predictor.device)
         h, r, t = part.unbind(1)
-        tails = _exclude_known(predictor.score_tails(h, r), h, r, "tail", known, t)
-        heads = _exclude_known(predictor.score_heads(r, t), t, r, "head", known, h)
+        if 0 < pool < n:
+            ids = torch.randperm(n, generator=generator)[:pool].to(predictor.device)
+            tails, heads = (_pool_scores(predictor, anchor, r, side, ids)
+                            for anchor, side in ((h, "tail"), (t, "head")))
+        else:
+            tails, heads = predictor.score_tails(h, r), predictor.score_heads(r, t)
+        tails = _exclude_known(tails, h, r, "tail", known, t)
+        heads = _exclude_known(heads, t, r, "head", known, h)
         out[start:start + len(part), 0] = _topk_ids(tails, k).cpu()
         out[start:start + len(part), 1] = _topk_ids(heads, k).cpu()
     return out
+
+
+def _pool_scores(predictor, anchors: Tensor, relations: Tensor, side: str, ids: Tensor
+                 ) -> Tensor:
+    """``(B, N)`` scores that are -inf outside the pool ``ids`` (P,)."""
+    query = predictor.scorer.query(predictor.entities[anchors], predictor.relations[relations],
+                                   side)
+    pooled = predictor.scorer.match_all(query[None], predictor.entities[ids][None])[0]
+    scores = pooled.new_full((len(anchors), len(predictor.entities)), -math.inf)
+    scores[:, ids] = pooled
+    return scores
 
 
 @torch.no_grad()
