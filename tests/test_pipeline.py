@@ -11,28 +11,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tiny_project import PIPELINE_TINY, merge
 
 ROOT = Path(__file__).resolve().parents[1]
 DVC = Path(sys.executable).parent / "dvc"
 
-TINY = {
-    "data": {"synthetic": {"num_entities": 60, "num_types": 3, "num_relations": 4,
-                           "triples_per_relation": 60, "image_size": 16}},
-    "features": {"image": {"max_per_entity": 1}},
-    "kge": {"dim": 8, "num_negatives": 8},
-    "pretrain": {"epochs": 3, "eval_every": 1, "batch_size": 64},
-    "model": {"epochs": 2, "batch_size": 256, "sampling_steps": 4},
-    "retrain": {"epochs": 2, "batch_size": 64, "eval_every": 1},
-}
 
 
-def _merge(base: dict, update: dict) -> dict:
-    for key, value in update.items():
-        if isinstance(value, dict):
-            _merge(base.setdefault(key, {}), value)
-        else:
-            base[key] = value
-    return base
 
 
 def _dvc(workdir: Path, *args: str) -> subprocess.CompletedProcess:
@@ -51,7 +36,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
         shutil.copytree(ROOT / name, work / name, ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("dvc.yaml", ".dvcignore"):
         shutil.copy(ROOT / name, work / name)
-    params = _merge(yaml.safe_load((ROOT / "params.yaml").read_text()), TINY)
+    params = merge(yaml.safe_load((ROOT / "params.yaml").read_text()), PIPELINE_TINY)
     (work / "params.yaml").write_text(yaml.safe_dump(params))
     subprocess.run([str(DVC), "init", "--no-scm", "-q"], cwd=work, check=True)
     result = _dvc(work, "repro")

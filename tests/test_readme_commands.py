@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tiny_project import PIPELINE_TINY, merge
 
 from dhns.config import SyntheticConfig
 from dhns.data import generate_synthetic
@@ -25,15 +26,6 @@ ROOT = Path(__file__).resolve().parents[1]
 VENV = Path(sys.prefix)
 PROJECT_FILES = ("dhns", "stages", "dvc.yaml", "Makefile", "requirements.lock", "pyproject.toml",
                  ".gitignore", ".dvcignore")
-TINY = {
-    "data": {"synthetic": {"num_entities": 60, "num_types": 3, "num_relations": 4,
-                           "triples_per_relation": 60, "image_size": 16}},
-    "features": {"image": {"max_per_entity": 1}},
-    "kge": {"dim": 8, "num_negatives": 8},
-    "pretrain": {"epochs": 2, "eval_every": 1, "batch_size": 64},
-    "model": {"epochs": 1, "batch_size": 256, "sampling_steps": 4},
-    "retrain": {"epochs": 1, "batch_size": 64, "eval_every": 1},
-}
 # In the order the README gives them; each depends on the ones before.
 RUN_HERE = [
     "make run",
@@ -76,13 +68,6 @@ def test_every_readme_command_is_accounted_for() -> None:
     assert [c for c in commands if c in RUN_HERE] == RUN_HERE, "README order changed"
 
 
-def _merge(base: dict, update: dict) -> dict:
-    for key, value in update.items():
-        if isinstance(value, dict):
-            _merge(base.setdefault(key, {}), value)
-        else:
-            base[key] = value
-    return base
 
 
 def _shell(command: str, cwd: Path, home: Path) -> subprocess.CompletedProcess:
@@ -105,7 +90,7 @@ def checkout(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
             shutil.copytree(source, work / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy2(source, work / name)  # copy2: make's stamp stays newer than the lock
-    params = _merge(yaml.safe_load((ROOT / "params.yaml").read_text()), TINY)
+    params = merge(yaml.safe_load((ROOT / "params.yaml").read_text()), PIPELINE_TINY)
     (work / "params.yaml").write_text(yaml.safe_dump(params))
     (work / ".venv").symlink_to(VENV)
     home = work.parent / "home"

@@ -103,7 +103,12 @@ def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     www.mkdir(parents=True)
     for name, text in FILES.items():
         (www / name).write_text(text)
-    handler = functools.partial(_QuietHandler, directory=str(tmp_path / "www"))
+    yield from _serve(_QuietHandler, tmp_path / "www")
+
+
+def _serve(handler_class: type, directory: Path) -> Iterator[str]:
+    """Serve ``directory`` on a free loopback port with ``handler_class``; yield its URL."""
+    handler = functools.partial(handler_class, directory=str(directory))
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
@@ -217,16 +222,7 @@ class _RedirectHandler(_QuietHandler):
 @pytest.fixture
 def redirect_server(server: str, tmp_path: Path) -> Iterator[str]:
     """Like ``server`` (same files), plus the ``/same/`` and ``/other/`` redirects."""
-    handler = functools.partial(_RedirectHandler, directory=str(tmp_path / "www"))
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(timeout=5)
+    yield from _serve(_RedirectHandler, tmp_path / "www")
 
 
 def test_download_follows_same_host_redirects(redirect_server: str, tmp_path: Path) -> None:

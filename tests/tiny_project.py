@@ -42,3 +42,25 @@ def write_params(root: Path, section: str, **values: object) -> None:
     params = yaml.safe_load(path.read_text())
     params.setdefault(section, {}).update(values)
     path.write_text(yaml.safe_dump(params))
+
+
+#: The whole pipeline in seconds: what tests/test_pipeline.py and test_readme_commands.py run.
+PIPELINE_TINY = {
+    "data": {"synthetic": {"num_entities": 60, "num_types": 3, "num_relations": 4,
+                           "triples_per_relation": 60, "image_size": 16}},
+    "features": {"image": {"max_per_entity": 1}},
+    "kge": {"dim": 8, "num_negatives": 8},
+    "pretrain": {"epochs": 3, "eval_every": 1, "batch_size": 64},
+    "model": {"epochs": 2, "batch_size": 256, "sampling_steps": 4},
+    "retrain": {"epochs": 2, "batch_size": 64, "eval_every": 1},
+}
+
+
+def merge(base: dict, update: dict) -> dict:
+    """``base`` updated in place with the nested ``update``; returns ``base``."""
+    for key, value in update.items():
+        if isinstance(value, dict):
+            merge(base.setdefault(key, {}), value)
+        else:
+            base[key] = value
+    return base
