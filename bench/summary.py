@@ -102,8 +102,9 @@ def arms_table(arms: dict[str, dict[str, dict[int, dict]]], baseline: str = "uni
     """Per dataset and arm: valid and test MRR (realistic), each paired against the baseline
     arm of the same seed (mean difference and, with 2+ seeds, its std), and epoch time
     relative to the baseline's."""
-    lines = ["| dataset | arm | seeds | valid MRR | test MRR | valid - uniform | "
-             "test - uniform (by seed) | s/epoch vs uniform |", "|---|---|---|---|---|---|---|---|"]
+    lines = [f"| dataset | arm | seeds | valid MRR | test MRR | valid - {baseline} | "
+             f"test - {baseline} (by seed) | s/epoch vs {baseline} |",
+             "|---|---|---|---|---|---|---|---|"]
     for dataset, by_arm in arms.items():
         base = by_arm.get(baseline, {})
         for arm, by_seed in by_arm.items():
@@ -139,12 +140,14 @@ def main() -> None:
     parser.add_argument("--tag", default=None, help="summarise the runs with this tag instead")
     parser.add_argument("--arms", action="store_true",
                         help="the screening arms of results/arms (bench.arm) instead")
+    parser.add_argument("--baseline", default="uniform",
+                        help="with --arms: the arm every other one is paired with")
     args = parser.parse_args()
     if args.arms:
         arms = load_arms(args.results / "arms")
         if not arms:
             raise SystemExit(f"no bench.arm results in {args.results / 'arms'}")
-        print(arms_table(arms))
+        print(arms_table(arms, args.baseline))
         return
     runs = load_runs(args.results, args.tag)
     if not runs:
