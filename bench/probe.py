@@ -30,7 +30,6 @@ from dhns.data.kg import KnowledgeGraph
 from dhns.evaluation.filter import FilterIndex
 from dhns.io import atomic_write_json
 from dhns.kge.negatives import NegativeSampler
-from dhns.negatives import HierarchicalGenerator, NTATLoss
 from dhns.negatives.diagnostics import (
     generated_ranks,
     loss_gradient_report,
@@ -39,6 +38,7 @@ from dhns.negatives.diagnostics import (
 from dhns.negatives.ntat import embed_with_generated
 from dhns.training.checkpoint import load_kge, load_sampler
 from dhns.training.kgc import uniform_loss
+from stages.retrain import build_ntat
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -57,9 +57,10 @@ def main() -> None:
                         prepared)
     sampler, _ = load_sampler(args.run / "artifacts" / "diffusion" / "sampler.pt", "cpu",
                               vocabulary, prepared)
-    cfg, mcfg = params.retrain, params.model
-    hier = HierarchicalGenerator(sampler, mcfg.levels, mcfg.sampling_steps)
+    cfg = params.retrain
     gen = torch.Generator().manual_seed(params.seed * 1000 + 70)
+    ntat = build_ntat(params, sampler, gen)  # the retrain stage's own NTAT term
+    hier = ntat.generator
     pick = torch.randperm(len(kg.train), generator=gen)[:args.triples]
     batch = kg.train[pick]
     negatives = hier.generate(model, batch, gen)
@@ -79,10 +80,6 @@ def main() -> None:
                     "without_margin": round(float(-F.logsigmoid(-neg[k]).mean()), 4),
                     "above_best_wrong": round(float((ranks[k] == 1).double().mean()), 4)}
             for k, level in enumerate(levels)}
-    ntat = NTATLoss(hier, cfg.lambda_ha, cfg.level_weights,
-                    cfg.level_margins if cfg.margins else None, rng=gen,
-                    generate_fraction=cfg.generate_fraction, refresh_every=cfg.refresh_every,
-                    positive_term=cfg.positive_term)
     ordinary = NegativeSampler(kg.num_entities, params.kge.num_negatives)
     kgc = uniform_loss(ordinary, params.kge.adversarial_temperature, gen)
     size = cfg.batch_size

@@ -89,10 +89,7 @@ def mined_negatives(params: Params, kg: KnowledgeGraph, sampler: DiffusionSample
         return built[-1]
 
     def report(epochs: int) -> dict:
-        loss = built[-1]
-        return {"mined": cfg.mined, "minings": loss.minings,
-                "mined_coverage": round(loss.cache.coverage(), 4),
-                "mine_seconds_per_epoch": round(loss.seconds_mining / max(1, epochs), 2)}
+        return {"mined": cfg.mined, **built[-1].report(epochs)}
 
     log(f"retrain: {cfg.mined_negatives} mined negatives per positive and side "
         f"({cfg.mined}), mined every {cfg.mine_every} epochs")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -10,12 +12,18 @@ from dhns.kge.model import MultimodalKGE
 from dhns.kge.negatives import NegativeBatch
 
 
-def self_adversarial(pos: Tensor, neg: Tensor, temperature: float) -> tuple[Tensor, Tensor]:
+def self_adversarial(pos: Tensor, neg: Tensor, temperature: float,
+                     keep: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Per-positive losses: ``pos`` (B,), ``neg`` (B, K) -> (B,), (B,).
 
-    Negative weights are ``softmax(temperature * score)``, detached as in RotatE.
+    Negative weights are ``softmax(temperature * score)``, detached as in RotatE. ``keep``
+    (B, K) bool gives the negatives outside it weight exactly 0 (padding slots; their scores
+    must still be finite).
     """
-    weights = torch.softmax(temperature * neg.detach(), dim=-1)
+    logits = temperature * neg.detach()
+    if keep is not None:
+        logits = logits.masked_fill(~keep, -math.inf)
+    weights = torch.softmax(logits, dim=-1)
     return -F.logsigmoid(pos), -(weights * F.logsigmoid(-neg)).sum(-1)
 
 

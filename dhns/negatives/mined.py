@@ -21,11 +21,10 @@ import time
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from dhns.evaluation.filter import FilterIndex
-from dhns.kge.loss import score_with_negatives
+from dhns.kge.loss import score_with_negatives, self_adversarial
 from dhns.kge.model import MultimodalKGE
 from dhns.kge.negatives import NegativeBatch, NegativeSampler
 from dhns.negatives.hierarchical import HierarchicalGenerator
@@ -45,10 +44,8 @@ class MinedCandidates:
     """
 
     def __init__(self, triples: Tensor, num_entities: int, num_relations: int, k: int) -> None:
-        self.num_entities, self.num_relations, self.k = num_entities, num_relations, k
-        keys = self._keys(triples.cpu())
-        self.keys, self.order = keys.sort()
-        self.triples = triples.cpu()
+        self.num_entities, self.num_relations = num_entities, num_relations
+        self.keys, self.order = self._keys(triples.cpu()).sort()
         self.ids = torch.full((len(triples), 2, k), -1, dtype=torch.long)
 
     def _keys(self, triples: Tensor) -> Tensor:
@@ -175,13 +172,10 @@ def mined_loss(model: MultimodalKGE, batch: Tensor, negatives: NegativeBatch, mi
     """
     valid = mined >= 0
     pos, uniform, extra = score_with_negatives(model, batch, negatives, mined.clamp_min(0))
-    extra = torch.where(valid, extra, PADDING_SCORE)
-    neg = torch.cat([uniform, extra], dim=1)  # (B, K + E)
+    neg = torch.cat([uniform, torch.where(valid, extra, PADDING_SCORE)], dim=1)  # (B, K + E)
     keep = torch.cat([torch.ones_like(uniform, dtype=torch.bool), valid], dim=1)
-    logits = (temperature * neg.detach()).masked_fill(~keep, -math.inf)
-    weights = torch.softmax(logits, dim=-1)  # detached, as in RotatE's self-adversarial loss
-    neg_loss = -(weights * F.logsigmoid(-neg)).sum(-1)
-    return 0.5 * ((-F.logsigmoid(pos)).mean() + neg_loss.mean())
+    pos_loss, neg_loss = self_adversarial(pos, neg, temperature, keep)
+    return 0.5 * (pos_loss.mean() + neg_loss.mean())
 
 
 MineFn = Callable[[MultimodalKGE], Tensor]
@@ -209,11 +203,17 @@ class MinedNegativeLoss:
             model.eval()
             self.cache.ids = self.mine(model)
             model.train(was_training)
-            self.seconds_mining += time.perf_counter() - start
+            seconds = time.perf_counter() - start
+            self.seconds_mining += seconds
             self.minings += 1
             self.log(f"mined negatives: {self.cache.coverage():.3f} of (triple, side) cells "
-                     f"filled in {time.perf_counter() - start:.1f}s")
+                     f"filled in {seconds:.1f}s")
         negatives = self.sampler.sample(batch, self.generator)
         mined = self.cache.lookup(batch, negatives.corrupt_tail)
         loss = mined_loss(model, batch, negatives, mined, self.temperature)
         return loss, {}
+
+    def report(self, epochs: int) -> dict:
+        """Minings done, cells filled and mining time per epoch, for the stage's metrics."""
+        return {"minings": self.minings, "mined_coverage": round(self.cache.coverage(), 4),
+                "mine_seconds_per_epoch": round(self.seconds_mining / max(1, epochs), 2)}
