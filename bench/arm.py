@@ -12,6 +12,9 @@ full cleaned validation split (model selection) and on test (report), and lands 
     python -m bench.arm --base ../exp-mkgy --name mined-score --seed 0 \\
         -S retrain.sampler=uniform -S retrain.mined=score
 
+``--stage pretrain`` trains a new KGE from the base's prepared data and feature tables (a
+training-regime arm, e.g. ``-S kge.loss=1vsall``), evaluated the same way.
+
 ``python -m bench.summary --arms`` prints the paired table against the ``uniform`` arm.
 """
 
@@ -42,7 +45,9 @@ from dhns.training.checkpoint import load_kge
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_ARTIFACTS = ("prepared", "pretrain", "diffusion")
-OUTPUT = {"retrain": "retrain", "uniform": "uniform"}
+#: A pretrain arm trains its own KGE: it shares only the data and the feature tables.
+PRETRAIN_SHARES = ("prepared", "features")
+OUTPUT = {"retrain": "retrain", "uniform": "uniform", "pretrain": "pretrain"}
 
 
 def override(params: dict, assignment: str) -> None:
@@ -57,10 +62,10 @@ def override(params: dict, assignment: str) -> None:
     node[last] = yaml.safe_load(value)
 
 
-def prepare_arm(base: Path, work: Path, params: dict) -> None:
+def prepare_arm(base: Path, work: Path, params: dict, stage: str = "retrain") -> None:
     for sub in ("artifacts", "metrics", "plots"):
         (work / sub).mkdir(parents=True, exist_ok=True)
-    for name in SHARED_ARTIFACTS:
+    for name in PRETRAIN_SHARES if stage == "pretrain" else SHARED_ARTIFACTS:
         link = work / "artifacts" / name
         if not link.exists():
             link.symlink_to((base / "artifacts" / name).resolve())
@@ -95,7 +100,8 @@ def main() -> None:
     parser.add_argument("--base", type=Path, required=True, help="folder of a finished run")
     parser.add_argument("--name", required=True, help="arm name, e.g. mined-score")
     parser.add_argument("--stage", choices=sorted(OUTPUT), default="retrain")
-    parser.add_argument("--seed", type=int, default=0, help="the continuation's seed")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="the continuation's seed (a pretrain arm's: its own training)")
     parser.add_argument("-S", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="param override (repeatable)")
     parser.add_argument("--out", type=Path, default=REPO / "results" / "arms")
@@ -109,7 +115,7 @@ def main() -> None:
     params = params_from_dict(raw)  # validate before any work
     dataset = params.data.name
     work = args.base / "arms" / f"{args.name}-seed{args.seed}"
-    prepare_arm(args.base, work, raw)
+    prepare_arm(args.base, work, raw, args.stage)
     seconds = None if args.evaluate_only else round(run_stage(work, args.stage), 1)
     stage_metrics = json.loads((work / "metrics" / f"{OUTPUT[args.stage]}.json").read_text())
     result = {

@@ -147,6 +147,12 @@ class KGEConfig:
     num_negatives: int = num(64, COUNT)
     negative_sampler: Literal["uniform", "bernoulli"] = "uniform"
     compile: bool = True
+    # Training regime: ns (self-adversarial negative sampling) or a cross-entropy one.
+    loss: Literal["ns", "1vsall", "kvsall", "shared"] = "ns"
+    label_smoothing: float = num(0.0, between(0, 1, high_open=True))
+    shared_pool: int = num(2048, COUNT)  # kge.loss shared: entities in the batch's pool
+    reciprocal: bool = False  # an inverse embedding per relation; head queries use it
+    n3: float = num(0.0, NON_NEGATIVE)  # weight of the N3 penalty (0: off)
 
 
 @dataclass
@@ -154,6 +160,8 @@ class PretrainConfig:
     epochs: int = num(60, COUNT)
     batch_size: int = num(512, COUNT)
     lr: float = num(0.002, POSITIVE)
+    lr_schedule: Literal["constant", "step", "cosine"] = "constant"
+    warmup_epochs: int = num(0, NON_NEGATIVE)
     eval_every: int = num(5, COUNT)
     patience: int = num(4, NON_NEGATIVE)  # 0: never stop early
     max_valid: int = num(2000, NON_NEGATIVE)  # 0: all of valid
@@ -183,6 +191,8 @@ class RetrainConfig:
     epochs: int = num(20, COUNT)
     batch_size: int = num(512, COUNT)
     lr: float = num(0.0005, POSITIVE)
+    lr_schedule: Literal["constant", "step", "cosine"] = "constant"
+    warmup_epochs: int = num(0, NON_NEGATIVE)
     lambda_ha: float = num(0.01, NON_NEGATIVE)
     level_weights: list[float] = nums([0.5, 1.0, 1.0, 0.5], NON_NEGATIVE)  # one per level
     level_margins: list[float] = nums([0.3, 0.5, 0.7, 0.9], NON_NEGATIVE)  # one per level
@@ -194,9 +204,10 @@ class RetrainConfig:
     generate_fraction: float = num(0.0625, between(0, 1, low_open=True))
     faithful: bool = False
     eval_every: int = num(5, COUNT)
-    # Mined real negatives next to the uniform ones in the self-adversarial loss:
-    # none, score (the model's own top-scored entities) or diffusion (nearest to generated).
-    mined: Literal["none", "score", "diffusion"] = "none"
+    # Per-positive candidates next to the uniform ones in the self-adversarial loss: none,
+    # score (the model's own top-scored entities), diffusion (real entities nearest to the
+    # generated ones) or generated (the generated embeddings, one per level, prior w_k).
+    mined: Literal["none", "score", "diffusion", "generated"] = "none"
     mined_negatives: int = num(8, COUNT)  # per positive and side
     mine_every: int = num(5, COUNT)  # epochs between minings (the first is at the start)
     mine_pool: int = num(0, NON_NEGATIVE)  # score mining against this many random entities
@@ -327,6 +338,13 @@ def _check_cross(params: Params) -> None:
                               f"({len(m.levels)}), got {len(values)}")
     if not any(r.level_weights):  # L_HA is their weighted mean: it divides by the sum
         raise ConfigError("retrain.level_weights: must not all be 0")
+    if r.mined != "none" and params.kge.loss != "ns":
+        raise ConfigError(f"retrain.mined: {r.mined} puts candidates in the negative-sampling "
+                          f"softmax, so it needs kge.loss: ns, got {params.kge.loss}")
+    for section, cfg in (("pretrain", params.pretrain), ("retrain", r)):
+        if cfg.warmup_epochs >= cfg.epochs:
+            raise ConfigError(f"{section}.warmup_epochs: must be < {section}.epochs "
+                              f"({cfg.epochs}), got {cfg.warmup_epochs}")
 
 
 def params_from_dict(raw: dict | None) -> Params:

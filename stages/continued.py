@@ -3,28 +3,21 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 from pathlib import Path
-
-import torch
 
 from dhns.config import Params, to_dict
 from dhns.device import resolve_device
 from dhns.kge.build import compile_scoring
-from dhns.kge.negatives import NegativeSampler
 from dhns.training.checkpoint import load_kge, save_kge
-from dhns.training.kgc import uniform_loss, validator, with_extra_loss
+from dhns.training.kgc import NegativeLoss, kgc_loss, validator, with_extra_loss
 from dhns.training.trainer import LossFn, Trainer
 from stages.common import METRICS, PLOTS, PREPARED, PRETRAIN_CKPT, generator, log
 from stages.inputs import filter_index, load_prepared
 from stages.reporting import write_history
 
-#: Builds the ordinary loss term from the ordinary negatives and the training generator.
-BaseLoss = Callable[[NegativeSampler, torch.Generator], LossFn]
-
 
 def continue_training(params: Params, name: str, out: Path, extra_loss: LossFn | None,
-                      base_loss: BaseLoss | None = None) -> dict:
+                      base_loss: NegativeLoss | None = None) -> dict:
     """Continue the pretrained checkpoint for ``retrain.epochs``; the starting weights take part
     in model selection, so the result is never worse than pretrain on validation.
 
@@ -38,11 +31,7 @@ def continue_training(params: Params, name: str, out: Path, extra_loss: LossFn |
     log(compile_scoring(model, params.kge.compile, device))
     cfg = params.retrain
     gen = generator(params, offset=3)
-    sampler = NegativeSampler(kg.num_entities, params.kge.num_negatives,
-                              mode=params.kge.negative_sampler, train=kg.train,
-                              num_relations=kg.num_relations)
-    base = (uniform_loss(sampler, params.kge.adversarial_temperature, gen)
-            if base_loss is None else base_loss(sampler, gen))
+    base = kgc_loss(params.kge, kg, gen, base_loss)
     loss_fn = base if extra_loss is None else with_extra_loss(base, extra_loss)
 
     validate = validator(kg.valid, filter_index(kg), kg.num_entities, params.pretrain.max_valid,
@@ -51,7 +40,8 @@ def continue_training(params: Params, name: str, out: Path, extra_loss: LossFn |
     trainer = Trainer(model, kg.train, loss_fn, epochs=cfg.epochs, batch_size=cfg.batch_size,
                       lr=cfg.lr, generator=gen, validate=validate, eval_every=cfg.eval_every,
                       patience=0, log=log, progress=sys.stderr.isatty(), desc=name,
-                      validate_start=True)
+                      validate_start=True, lr_schedule=cfg.lr_schedule,
+                      warmup_epochs=cfg.warmup_epochs)
     result = trainer.fit()
     save_kge(out, model, meta={"dataset": kg.name, "stage": name, "params": to_dict(params),
                                "best_epoch": result.best_epoch, "history": result.history},

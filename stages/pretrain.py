@@ -7,9 +7,8 @@ import sys
 from dhns.config import Params, to_dict
 from dhns.device import resolve_device
 from dhns.kge.build import build_kge, compile_scoring
-from dhns.kge.negatives import NegativeSampler
 from dhns.training.checkpoint import save_kge
-from dhns.training.kgc import uniform_loss, validator
+from dhns.training.kgc import kgc_loss, validator
 from dhns.training.trainer import Trainer
 from stages.common import METRICS, PLOTS, PRETRAIN_CKPT, check_outputs, generator, log, run_stage
 from stages.inputs import filter_index, load_features, load_prepared
@@ -29,12 +28,14 @@ def run(params: Params) -> dict:
     model.to(device)
     log(compile_scoring(model, params.kge.compile, device))
     cfg = params.pretrain
-    sampler = NegativeSampler(kg.num_entities, params.kge.num_negatives,
-                              mode=params.kge.negative_sampler, train=kg.train,
-                              num_relations=kg.num_relations)
+    log(f"pretrain: loss {params.kge.loss}"
+        f"{', reciprocal relations' if params.kge.reciprocal else ''}"
+        f"{f', N3 {params.kge.n3}' if params.kge.n3 else ''}, lr {cfg.lr} ({cfg.lr_schedule}"
+        f"{f', {cfg.warmup_epochs} warm-up epochs' if cfg.warmup_epochs else ''})")
     trainer = Trainer(
-        model, kg.train, uniform_loss(sampler, params.kge.adversarial_temperature, gen),
+        model, kg.train, kgc_loss(params.kge, kg, gen),
         epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, generator=gen,
+        lr_schedule=cfg.lr_schedule, warmup_epochs=cfg.warmup_epochs,
         validate=validator(kg.valid, filter_index(kg), kg.num_entities, cfg.max_valid,
                            params.eval.batch_size, generator(params, offset=99)),
         eval_every=cfg.eval_every, patience=cfg.patience, log=log,

@@ -18,6 +18,7 @@ from dhns.io import atomic_write_json
 from dhns.kge.negatives import NegativeSampler
 from dhns.negatives import HierarchicalGenerator, NTATLoss
 from dhns.negatives.diagnostics import epoch_coverage, loss_gradient_report
+from dhns.negatives.generated_softmax import GeneratedCandidates, generate_for_triples
 from dhns.negatives.mined import (
     MinedCandidates,
     MinedNegativeLoss,
@@ -25,7 +26,7 @@ from dhns.negatives.mined import (
     mine_by_score,
 )
 from dhns.training.checkpoint import load_kge, load_sampler
-from dhns.training.kgc import uniform_loss
+from dhns.training.kgc import NegativeLoss, kgc_loss
 from stages.common import (
     DHNS_CKPT,
     METRICS,
@@ -38,7 +39,7 @@ from stages.common import (
     log,
     run_stage,
 )
-from stages.continued import BaseLoss, continue_training
+from stages.continued import continue_training
 from stages.inputs import load_prepared
 
 
@@ -62,7 +63,7 @@ def build_ntat(params: Params, sampler: DiffusionSampler, rng: torch.Generator) 
 
 
 def mined_negatives(params: Params, kg: KnowledgeGraph, sampler: DiffusionSampler | None,
-                    rng: torch.Generator) -> tuple[BaseLoss, Callable[[int], dict]]:
+                    rng: torch.Generator) -> tuple[NegativeLoss, Callable[[int], dict]]:
     """For ``retrain.mined``: the ordinary loss with mined real negatives beside the uniform
     ones (known training answers never mined), and a report of it after ``epochs``."""
     cfg = params.retrain
@@ -76,13 +77,17 @@ def mined_negatives(params: Params, kg: KnowledgeGraph, sampler: DiffusionSample
         hier = HierarchicalGenerator(sampler, params.model.levels, params.model.sampling_steps)
 
         def mine(model):
+            if cfg.mined == "generated":
+                return generate_for_triples(model, hier, kg.train, rng, batch)
             return mine_by_diffusion(model, hier, kg.train, known, cfg.mined_negatives, rng,
                                      batch)
     built: list[MinedNegativeLoss] = []
 
     def base_loss(negatives: NegativeSampler, gen: torch.Generator) -> MinedNegativeLoss:
-        cache = MinedCandidates(kg.train, kg.num_entities, kg.num_relations,
-                                cfg.mined_negatives)
+        cache = (GeneratedCandidates(kg.train, kg.num_entities, kg.num_relations,
+                                     cfg.level_weights) if cfg.mined == "generated" else
+                 MinedCandidates(kg.train, kg.num_entities, kg.num_relations,
+                                 cfg.mined_negatives))
         built.append(MinedNegativeLoss(
             negatives, cache, mine, params.kge.adversarial_temperature, gen,
             math.ceil(len(kg.train) / cfg.batch_size), cfg.mine_every, log))
@@ -91,8 +96,10 @@ def mined_negatives(params: Params, kg: KnowledgeGraph, sampler: DiffusionSample
     def report(epochs: int) -> dict:
         return {"mined": cfg.mined, **built[-1].report(epochs)}
 
-    log(f"retrain: {cfg.mined_negatives} mined negatives per positive and side "
-        f"({cfg.mined}), mined every {cfg.mine_every} epochs")
+    per_side = (f"{len(params.model.levels)} generated negatives (one per level)"
+                if cfg.mined == "generated" else f"{cfg.mined_negatives} mined negatives")
+    log(f"retrain: {per_side} per positive and side ({cfg.mined}) in the self-adversarial "
+        f"softmax, refreshed every {cfg.mine_every} epochs")
     return base_loss, report
 
 
@@ -111,10 +118,7 @@ def loss_gradients(params: Params, kg: KnowledgeGraph, ntat: NTATLoss, checkpoin
     order = torch.randperm(len(kg.train), generator=generator(params, offset=60))
     batches = [kg.train[order[i:i + size]].to(device)
                for i in range(0, min(len(order), GRADIENT_BATCHES * size), size)]
-    sampler = NegativeSampler(kg.num_entities, params.kge.num_negatives,
-                              mode=params.kge.negative_sampler, train=kg.train,
-                              num_relations=kg.num_relations)
-    kgc = uniform_loss(sampler, params.kge.adversarial_temperature, generator(params, offset=61))
+    kgc = kgc_loss(params.kge, kg, generator(params, offset=61))
     return loss_gradient_report(model, batches, kgc, ntat, generator(params, offset=62))
 
 
@@ -132,7 +136,7 @@ def run(params: Params) -> dict:
     kg = load_prepared()
     device = resolve_device(params.device)
     sampler = None
-    if cfg.sampler == "dhns" or cfg.mined == "diffusion":
+    if cfg.sampler == "dhns" or cfg.mined in ("diffusion", "generated"):
         # The pretrained KGE is checked against the prepared graph in continue_training.
         sampler, _ = load_sampler(SAMPLER_CKPT, device, kg.vocabulary(), PREPARED)
     base_loss, mined_report = (None, None) if cfg.mined == "none" else mined_negatives(

@@ -7,6 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from dhns.config import SyntheticConfig
+from dhns.data import generate_synthetic, load_dataset
+from dhns.data.kg import KnowledgeGraph
+
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
@@ -26,3 +30,17 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+#: The synthetic graph the training tests learn (200 entities, 1,200 triples).
+SMALL_TRAINING_GRAPH = SyntheticConfig(num_entities=200, num_types=4, num_relations=6,
+                                       triples_per_relation=200, image_size=8)
+
+
+@pytest.fixture(scope="session")
+def small_kg(tmp_path_factory: pytest.TempPathFactory) -> KnowledgeGraph:
+    """:data:`SMALL_TRAINING_GRAPH`, generated once per test session."""
+    out = tmp_path_factory.mktemp("small_kg") / "synthetic"
+    generate_synthetic(SMALL_TRAINING_GRAPH, out)
+    graph, _ = load_dataset(out)
+    return graph

@@ -16,6 +16,11 @@ from dhns.kge.loss import kge_loss
 from dhns.kge.model import STRUCTURE, KGEModelConfig, MultimodalKGE
 from dhns.kge.negatives import NegativeSampler
 from dhns.negatives import HierarchicalGenerator, diffusion_pairs, sampler_modalities
+from dhns.negatives.generated_softmax import (
+    GeneratedCandidates,
+    generate_for_triples,
+    generated_loss,
+)
 from dhns.negatives.mined import (
     MinedCandidates,
     MinedNegativeLoss,
@@ -173,3 +178,54 @@ def test_pool_mining_ranks_within_the_pool(kg, model, known) -> None:
                   if e in ids and e not in banned]
         row = [e for e in mined[i, 0].tolist() if e >= 0]
         assert row == ranked[:K] and set(row) <= ids
+
+
+# Generated negatives in the softmax (retrain.mined: generated).
+
+
+def test_generated_store_holds_each_triples_generated_embeddings(kg, model, hier) -> None:
+    triples = kg.train[:12]
+    store = generate_for_triples(model, hier, triples, gen(8), batch_size=5)
+    assert store.shape == (12, 2, hier.num_levels, model.scorer.entity_width)
+    assert torch.equal(store, generate_for_triples(model, hier, triples, gen(8), batch_size=5))
+    _, _, _, h_hat, t_hat = embed_with_generated(model, hier.generate(model, triples[:5], gen(8)))
+    assert torch.allclose(store[:5, 0], t_hat.transpose(0, 1))  # side 0: generated tails
+    assert torch.allclose(store[:5, 1], h_hat.transpose(0, 1))
+    cache = GeneratedCandidates(triples, kg.num_entities, kg.num_relations, [1.0, 1.0])
+    with pytest.raises(ValueError, match="3 levels|2 levels"):
+        cache.store(store[:, :, :1])
+
+
+def test_generated_negatives_enter_the_softmax_by_prior_and_score(kg, model) -> None:
+    batch = kg.train[:16]
+    negatives = NegativeSampler(kg.num_entities, 6, chunk_size=4).sample(batch, gen(9))
+    tails = model.all_entity_embeddings()[batch[:, 2]].detach()
+    # A zero prior weight removes a level: with every level off this is the ordinary loss.
+    off = torch.full((2,), -math.inf)
+    generated = tails[:, None].expand(-1, 2, -1)
+    assert torch.allclose(generated_loss(model, batch, negatives, generated, off, 1.0),
+                          kge_loss(model, batch, negatives, 1.0), atol=1e-6)
+    # A generated copy of the true answer scores as high as the positive: the more prior
+    # weight its level gets, the larger the loss; its gradient reaches the query entities.
+    low = generated_loss(model, batch, negatives, generated, torch.tensor([0.1, 0.1]).log(), 1.0)
+    model.zero_grad()
+    high = generated_loss(model, batch, negatives, generated, torch.tensor([1.0, 1.0]).log(), 1.0)
+    high.backward()
+    assert high > low
+    assert model.entity.grad.abs().sum() > 0
+
+
+def test_generated_candidates_follow_the_corrupted_side(kg, model) -> None:
+    triples = kg.train[:8]
+    cache = GeneratedCandidates(triples, kg.num_entities, kg.num_relations, [1.0, 1.0])
+    width = model.scorer.entity_width
+    store = torch.zeros(8, 2, 2, width)
+    store[:, 1] = 5.0  # head-side candidates differ from tail-side ones
+    cache.store(store)
+    order = torch.tensor([3, 1, 0, 2, 7, 6, 5, 4])
+    corrupt_tail = torch.tensor([True, False] * 4)
+    negatives = NegativeSampler(kg.num_entities, 3, chunk_size=4).sample(triples[order], gen(10))
+    negatives.corrupt_tail = corrupt_tail
+    expected = generated_loss(model, triples[order], negatives,
+                              store[order, (~corrupt_tail).long()], cache.log_prior, 1.0)
+    assert torch.allclose(cache.loss(model, triples[order], negatives, 1.0), expected)

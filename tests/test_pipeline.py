@@ -166,7 +166,8 @@ def test_diffusion_stage_is_bit_reproducible(project: Path) -> None:
     assert first_bytes == second_bytes  # and so DVC's hash is the same
 
 
-@pytest.mark.parametrize("sampler, mined", [("uniform", "score"), ("dhns", "diffusion")])
+@pytest.mark.parametrize("sampler, mined", [("uniform", "score"), ("dhns", "diffusion"),
+                                            ("uniform", "generated")])
 def test_retrain_with_mined_negatives(project: Path, sampler: str, mined: str) -> None:
     params_file = project / "params.yaml"
     original = params_file.read_text()
@@ -188,3 +189,4 @@ def test_retrain_with_mined_negatives(project: Path, sampler: str, mined: str) -
     assert report["minings"] == params["retrain"]["epochs"]  # once per epoch
     assert 0.5 < report["mined_coverage"] <= 1
     assert "mined negatives:" in done.stderr
+    assert f"({mined}) in the self-adversarial softmax" in done.stderr

@@ -9,8 +9,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from dhns.config import SyntheticConfig
-from dhns.data import generate_synthetic, load_dataset
 from dhns.data.kg import KnowledgeGraph
 from dhns.data.vocabulary import Vocabulary
 from dhns.evaluation.evaluator import evaluate
@@ -27,20 +25,14 @@ from dhns.training.checkpoint import (
 from dhns.training.kgc import uniform_loss, validator
 from dhns.training.trainer import Trainer
 
-SMALL = SyntheticConfig(num_entities=200, num_types=4, num_relations=6, triples_per_relation=200,
-                        image_size=8)
-
 
 def gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
 @pytest.fixture(scope="module")
-def kg(tmp_path_factory: pytest.TempPathFactory) -> KnowledgeGraph:
-    out = tmp_path_factory.mktemp("syn") / "synthetic"
-    generate_synthetic(SMALL, out)
-    graph, _ = load_dataset(out)
-    return graph
+def kg(small_kg: KnowledgeGraph) -> KnowledgeGraph:
+    return small_kg
 
 
 def rotate(kg: KnowledgeGraph, seed: int) -> MultimodalKGE:

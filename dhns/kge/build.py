@@ -41,6 +41,7 @@ def build_kge(cfg: KGEConfig, kg: KnowledgeGraph, features: dict[str, FeatureTab
         model=cfg.model, dim=cfg.dim, gamma=cfg.gamma, num_entities=kg.num_entities,
         num_relations=kg.num_relations, modalities=modalities,
         feature_dims={name: t.shape[1] for name, (t, _) in tables.items()},
+        reciprocal=cfg.reciprocal,
     )
     return MultimodalKGE(config, tables, generator), notes
 

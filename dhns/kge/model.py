@@ -24,6 +24,7 @@ class KGEModelConfig:
     num_relations: int
     modalities: list[str] = field(default_factory=lambda: [STRUCTURE])
     feature_dims: dict[str, int] = field(default_factory=dict)
+    reciprocal: bool = False  # a second relation embedding for each inverse (head queries)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -51,7 +52,8 @@ class MultimodalKGE(nn.Module):
         super().__init__()
         generator = generator or torch.Generator().manual_seed(0)
         self.config = config
-        self.scorer: Scorer = make_scorer(config.model, config.dim, config.gamma)
+        self.scorer: Scorer = make_scorer(config.model, config.dim, config.gamma,
+                                           config.reciprocal)
         width = self.scorer.entity_width
         init = self.scorer.embedding_range
         self.entity = nn.Parameter(_uniform((config.num_entities, width), init, generator))

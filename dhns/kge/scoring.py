@@ -185,13 +185,60 @@ class ComplEx(Scorer):
         return _dot_all(query, candidates)
 
 
+class Reciprocal(Scorer):
+    """Reciprocal relations (Lacroix et al. 2018): every relation has a second embedding for
+    its inverse, and a head query ``(?, r, t)`` is the tail query ``(t, r^-1, ?)`` of the
+    base model. Relation rows are ``[forward | inverse]``, twice the base width.
+
+    ``score(h, r, t)`` is the forward (tail-query) score; a head-corrupted positive is scored
+    by :meth:`score_head` (what its negatives are compared against).
+    """
+
+    def __init__(self, base: Scorer) -> None:
+        super().__init__(base.dim, base.gamma)
+        self.base = base
+        self.name = base.name
+        self.distance_based = base.distance_based
+        self.entity_factor = base.entity_factor
+        self.relation_factor = 2 * base.relation_factor
+        self.embedding_range = base.embedding_range
+
+    @property
+    def fused(self) -> bool:
+        return self.base.fused
+
+    @fused.setter
+    def fused(self, value: bool) -> None:  # Scorer.__init__ assigns it before base exists
+        if "base" in self.__dict__:
+            self.base.fused = value
+
+    def fuse(self) -> bool:
+        return self.base.fuse()
+
+    def query(self, anchor: Tensor, relation: Tensor, direction: Direction) -> Tensor:
+        forward, inverse = relation.chunk(2, dim=-1)
+        return self.base.query(anchor, forward if direction == "tail" else inverse, "tail")
+
+    def match(self, query: Tensor, candidate: Tensor) -> Tensor:
+        return self.base.match(query, candidate)
+
+    def match_all(self, query: Tensor, candidates: Tensor) -> Tensor:
+        return self.base.match_all(query, candidates)
+
+    def score_head(self, h: Tensor, r: Tensor, t: Tensor) -> Tensor:
+        """Plausibility of ``(h, r, t)`` seen from its tail: ``(t, r^-1, h)``."""
+        return self.match(self.query(t, r, "head"), h)
+
+
 SCORERS: dict[str, type[Scorer]] = {
     cls.name: cls for cls in (RotatE, TransE, DistMult, ComplEx)
 }
 
 
-def make_scorer(name: str, dim: int, gamma: float) -> Scorer:
+def make_scorer(name: str, dim: int, gamma: float, reciprocal: bool = False) -> Scorer:
+    """The score function ``name``; ``reciprocal`` wraps it in :class:`Reciprocal`."""
     try:
-        return SCORERS[name](dim, gamma)
+        scorer = SCORERS[name](dim, gamma)
     except KeyError:
         raise ValueError(f"unknown KGE model {name!r}; choose from {sorted(SCORERS)}") from None
+    return Reciprocal(scorer) if reciprocal else scorer

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 import torch
 from torch import Tensor
@@ -66,9 +67,19 @@ class MinedCandidates:
         side = (~corrupt_tail.cpu()).long()  # 0 = tail candidates, 1 = head candidates
         return self.ids[rows, side].to(batch.device)
 
+    def store(self, mined: Tensor) -> None:
+        """Replace every row with a fresh mining ``(n, 2, k)``."""
+        self.ids = mined
+
     def coverage(self) -> float:
         """Share of (triple, side) cells holding at least one candidate."""
         return float((self.ids[..., 0] >= 0).float().mean())
+
+    def loss(self, model: MultimodalKGE, batch: Tensor, negatives: NegativeBatch,
+             temperature: float) -> Tensor:
+        """:func:`mined_loss` of ``batch`` with its stored candidates."""
+        return mined_loss(model, batch, negatives, self.lookup(batch, negatives.corrupt_tail),
+                          temperature)
 
 
 def _exclude_known(scores: Tensor, anchors: Tensor, relations: Tensor, side: str,
@@ -181,11 +192,23 @@ def mined_loss(model: MultimodalKGE, batch: Tensor, negatives: NegativeBatch, mi
 MineFn = Callable[[MultimodalKGE], Tensor]
 
 
-class MinedNegativeLoss:
-    """Trainer loss: self-adversarial over uniform plus mined candidates, re-mined every
-    ``mine_every`` epochs (the first mining happens at step 0, on the starting weights)."""
+class CandidateStore(Protocol):
+    """Per-training-triple candidates that a :class:`MinedNegativeLoss` refreshes and scores."""
 
-    def __init__(self, sampler: NegativeSampler, cache: MinedCandidates, mine: MineFn,
+    def store(self, mined: Tensor) -> None: ...
+
+    def coverage(self) -> float: ...
+
+    def loss(self, model: MultimodalKGE, batch: Tensor, negatives: NegativeBatch,
+             temperature: float) -> Tensor: ...
+
+
+class MinedNegativeLoss:
+    """Trainer loss: self-adversarial over uniform plus stored candidates (mined real entities,
+    or generated embeddings), refreshed every ``mine_every`` epochs (the first at step 0, on
+    the starting weights)."""
+
+    def __init__(self, sampler: NegativeSampler, cache: CandidateStore, mine: MineFn,
                  temperature: float, generator: torch.Generator, steps_per_epoch: int,
                  mine_every: int, log: Callable[[str], None] = lambda _m: None) -> None:
         self.sampler, self.cache, self.mine = sampler, cache, mine
@@ -201,7 +224,7 @@ class MinedNegativeLoss:
             start = time.perf_counter()
             was_training = model.training
             model.eval()
-            self.cache.ids = self.mine(model)
+            self.cache.store(self.mine(model))
             model.train(was_training)
             seconds = time.perf_counter() - start
             self.seconds_mining += seconds
@@ -209,9 +232,7 @@ class MinedNegativeLoss:
             self.log(f"mined negatives: {self.cache.coverage():.3f} of (triple, side) cells "
                      f"filled in {seconds:.1f}s")
         negatives = self.sampler.sample(batch, self.generator)
-        mined = self.cache.lookup(batch, negatives.corrupt_tail)
-        loss = mined_loss(model, batch, negatives, mined, self.temperature)
-        return loss, {}
+        return self.cache.loss(model, batch, negatives, self.temperature), {}
 
     def report(self, epochs: int) -> dict:
         """Minings done, cells filled and mining time per epoch, for the stage's metrics."""

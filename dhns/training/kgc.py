@@ -1,16 +1,73 @@
-"""Ordinary KGC training pieces: the uniform-negative loss term and the validation callback."""
+"""Ordinary KGC training pieces: the loss of the ``kge.loss`` regime and the validation
+callback."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
+from dhns.config import KGEConfig
+from dhns.data.kg import KnowledgeGraph
 from dhns.evaluation.evaluator import evaluate
 from dhns.evaluation.filter import FilterIndex
+from dhns.kge.cross_entropy import k_vs_all_loss, n3_penalty, one_vs_all_loss, shared_pool_loss
 from dhns.kge.loss import kge_loss
 from dhns.kge.model import MultimodalKGE
 from dhns.kge.negatives import NegativeSampler
 from dhns.training.trainer import LossFn, Validate
+
+#: Builds a negative-sampling loss from the ordinary negatives and the training generator
+#: (the plain self-adversarial one, or one with mined candidates beside them).
+NegativeLoss = Callable[[NegativeSampler, torch.Generator], LossFn]
+
+
+def kgc_loss(cfg: KGEConfig, kg: KnowledgeGraph, generator: torch.Generator,
+             negative_loss: NegativeLoss | None = None) -> LossFn:
+    """The ordinary training loss ``kge.loss`` asks for, plus ``kge.n3`` times N3.
+
+    ``ns`` is the self-adversarial loss over uniform or Bernoulli negatives, or
+    ``negative_loss`` built on them; the cross-entropy regimes admit no ``negative_loss``.
+    All draws come from ``generator``.
+    """
+    if cfg.loss == "ns":
+        sampler = NegativeSampler(kg.num_entities, cfg.num_negatives, mode=cfg.negative_sampler,
+                                  train=kg.train, num_relations=kg.num_relations)
+        base = (uniform_loss(sampler, cfg.adversarial_temperature, generator)
+                if negative_loss is None else negative_loss(sampler, generator))
+    elif negative_loss is not None:
+        raise ValueError(f"kge.loss {cfg.loss}: mined candidates need kge.loss ns")
+    else:
+        base = cross_entropy_loss(cfg, kg, generator)
+    if not cfg.n3:
+        return base
+
+    def n3_term(model: MultimodalKGE, batch: Tensor, step: int) -> tuple[Tensor, dict]:
+        penalty = n3_penalty(model, batch)
+        return cfg.n3 * penalty, {"n3": float(penalty.detach())}
+
+    return with_extra_loss(base, n3_term)
+
+
+def cross_entropy_loss(cfg: KGEConfig, kg: KnowledgeGraph, generator: torch.Generator
+                       ) -> LossFn:
+    """``kge.loss`` 1vsall, kvsall or shared as a trainer loss term."""
+    smoothing = cfg.label_smoothing
+    if cfg.loss == "1vsall":
+        def loss_fn(model: MultimodalKGE, batch: Tensor, step: int) -> tuple[Tensor, dict]:
+            return one_vs_all_loss(model, batch, smoothing), {}
+    elif cfg.loss == "kvsall":
+        known = FilterIndex(kg.train, kg.num_relations)
+
+        def loss_fn(model: MultimodalKGE, batch: Tensor, step: int) -> tuple[Tensor, dict]:
+            return k_vs_all_loss(model, batch, known, smoothing), {}
+    elif cfg.loss == "shared":
+        def loss_fn(model: MultimodalKGE, batch: Tensor, step: int) -> tuple[Tensor, dict]:
+            return shared_pool_loss(model, batch, cfg.shared_pool, generator, smoothing), {}
+    else:
+        raise ValueError(f"unknown kge.loss {cfg.loss!r}")
+    return loss_fn
 
 
 def uniform_loss(sampler: NegativeSampler, temperature: float,

@@ -17,7 +17,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from dhns.kge.model import MultimodalKGE
-from dhns.optim import adam
+from dhns.optim import adam, lr_multiplier
 
 # A loss term maps (model, batch (B, 3), step) to (scalar loss, stats for the log).
 LossFn = Callable[[MultimodalKGE, Tensor, int], tuple[Tensor, dict[str, float]]]
@@ -47,6 +47,9 @@ class TrainResult:
 class Trainer:
     """Adam over shuffled batches, validation MRR every ``eval_every`` epochs, early stopping.
 
+    The learning rate follows ``lr_schedule`` after ``warmup_epochs`` (see
+    :func:`dhns.optim.lr_multiplier`), stepped once per applied step.
+
     The model ends holding the weights of the best validated epoch (or the last epoch when
     there is no validation).
     """
@@ -69,6 +72,8 @@ class Trainer:
         desc: str = "train",
         on_epoch_end: Callable[[dict], None] | None = None,
         validate_start: bool = False,
+        lr_schedule: str = "constant",
+        warmup_epochs: int = 0,
     ) -> None:
         self.model = model
         self.train = train
@@ -88,6 +93,10 @@ class Trainer:
         # selection can never end worse than where it began.
         self.validate_start = validate_start and validate is not None
         self.optimizer = adam(model.parameters(), lr=lr)
+        steps_per_epoch = math.ceil(len(train) / batch_size)
+        self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lr_multiplier(lr_schedule, epochs * steps_per_epoch,
+                                          warmup_epochs * steps_per_epoch))
         self.step = 0
         self.skipped_steps = 0  # steps whose loss was NaN or infinite (not applied)
 
@@ -133,6 +142,7 @@ class Trainer:
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 self.optimizer.step()
+                self.lr_scheduler.step()
                 stats = {"loss": loss_value, **stats}
                 for key, value in stats.items():
                     totals[key] = totals.get(key, 0.0) + value
