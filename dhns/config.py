@@ -338,9 +338,13 @@ def _check_cross(params: Params) -> None:
                               f"({len(m.levels)}), got {len(values)}")
     if not any(r.level_weights):  # L_HA is their weighted mean: it divides by the sum
         raise ConfigError("retrain.level_weights: must not all be 0")
-    if r.mined != "none" and params.kge.loss != "ns":
-        raise ConfigError(f"retrain.mined: {r.mined} puts candidates in the negative-sampling "
-                          f"softmax, so it needs kge.loss: ns, got {params.kge.loss}")
+    loss = params.kge.loss
+    if r.mined in ("score", "diffusion") and loss != "ns":
+        raise ConfigError(f"retrain.mined: {r.mined} puts real candidates in the negative-"
+                          f"sampling softmax, so it needs kge.loss: ns, got {loss}")
+    if r.mined == "generated" and loss == "kvsall":
+        raise ConfigError("retrain.mined: generated needs a softmax (kge.loss ns, 1vsall or "
+                          "shared), got kvsall")
     for section, cfg in (("pretrain", params.pretrain), ("retrain", r)):
         if cfg.warmup_epochs >= cfg.epochs:
             raise ConfigError(f"{section}.warmup_epochs: must be < {section}.epochs "

@@ -3,21 +3,27 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
+
+import torch
 
 from dhns.config import Params, to_dict
 from dhns.device import resolve_device
 from dhns.kge.build import compile_scoring
 from dhns.training.checkpoint import load_kge, save_kge
-from dhns.training.kgc import NegativeLoss, kgc_loss, validator, with_extra_loss
+from dhns.training.kgc import kgc_loss, validator, with_extra_loss
 from dhns.training.trainer import LossFn, Trainer
 from stages.common import METRICS, PLOTS, PREPARED, PRETRAIN_CKPT, generator, log
 from stages.inputs import filter_index, load_prepared
 from stages.reporting import write_history
 
+#: Builds the ordinary loss term from the training generator (default: ``kgc_loss``).
+BaseLoss = Callable[[torch.Generator], LossFn]
+
 
 def continue_training(params: Params, name: str, out: Path, extra_loss: LossFn | None,
-                      base_loss: NegativeLoss | None = None) -> dict:
+                      base_loss: BaseLoss | None = None) -> dict:
     """Continue the pretrained checkpoint for ``retrain.epochs``; the starting weights take part
     in model selection, so the result is never worse than pretrain on validation.
 
@@ -31,7 +37,7 @@ def continue_training(params: Params, name: str, out: Path, extra_loss: LossFn |
     log(compile_scoring(model, params.kge.compile, device))
     cfg = params.retrain
     gen = generator(params, offset=3)
-    base = kgc_loss(params.kge, kg, gen, base_loss)
+    base = kgc_loss(params.kge, kg, gen) if base_loss is None else base_loss(gen)
     loss_fn = base if extra_loss is None else with_extra_loss(base, extra_loss)
 
     validate = validator(kg.valid, filter_index(kg), kg.num_entities, params.pretrain.max_valid,

@@ -15,7 +15,6 @@ from dhns.device import resolve_device
 from dhns.diffusion.sampler import DiffusionSampler
 from dhns.evaluation.filter import FilterIndex
 from dhns.io import atomic_write_json
-from dhns.kge.negatives import NegativeSampler
 from dhns.negatives import HierarchicalGenerator, NTATLoss
 from dhns.negatives.diagnostics import epoch_coverage, loss_gradient_report
 from dhns.negatives.generated_softmax import GeneratedCandidates, generate_for_triples
@@ -26,7 +25,7 @@ from dhns.negatives.mined import (
     mine_by_score,
 )
 from dhns.training.checkpoint import load_kge, load_sampler
-from dhns.training.kgc import NegativeLoss, kgc_loss
+from dhns.training.kgc import kgc_loss
 from stages.common import (
     DHNS_CKPT,
     METRICS,
@@ -39,7 +38,7 @@ from stages.common import (
     log,
     run_stage,
 )
-from stages.continued import continue_training
+from stages.continued import BaseLoss, continue_training
 from stages.inputs import load_prepared
 
 
@@ -63,9 +62,10 @@ def build_ntat(params: Params, sampler: DiffusionSampler, rng: torch.Generator) 
 
 
 def mined_negatives(params: Params, kg: KnowledgeGraph, sampler: DiffusionSampler | None,
-                    rng: torch.Generator) -> tuple[NegativeLoss, Callable[[int], dict]]:
-    """For ``retrain.mined``: the ordinary loss with mined real negatives beside the uniform
-    ones (known training answers never mined), and a report of it after ``epochs``."""
+                    rng: torch.Generator) -> tuple[BaseLoss, Callable[[int], dict]]:
+    """For ``retrain.mined``: the ordinary loss with per-triple candidates (mined real
+    negatives, known training answers never mined, or generated embeddings) refreshed every
+    ``mine_every`` epochs, and a report of it after ``epochs``."""
     cfg = params.retrain
     known = FilterIndex(kg.train, kg.num_relations)
     batch = params.eval.batch_size
@@ -83,13 +83,13 @@ def mined_negatives(params: Params, kg: KnowledgeGraph, sampler: DiffusionSample
                                      batch)
     built: list[MinedNegativeLoss] = []
 
-    def base_loss(negatives: NegativeSampler, gen: torch.Generator) -> MinedNegativeLoss:
+    def base_loss(gen: torch.Generator) -> MinedNegativeLoss:
         cache = (GeneratedCandidates(kg.train, kg.num_entities, kg.num_relations,
                                      cfg.level_weights) if cfg.mined == "generated" else
                  MinedCandidates(kg.train, kg.num_entities, kg.num_relations,
                                  cfg.mined_negatives))
         built.append(MinedNegativeLoss(
-            negatives, cache, mine, params.kge.adversarial_temperature, gen,
+            kgc_loss(params.kge, kg, gen, cache), cache, mine,
             math.ceil(len(kg.train) / cfg.batch_size), cfg.mine_every, log))
         return built[-1]
 

@@ -156,8 +156,12 @@ def test_loss_mines_on_schedule(kg, model) -> None:
         calls.append(len(calls))
         return torch.full((len(kg.train), 2, K), -1)
 
-    loss_fn = MinedNegativeLoss(NegativeSampler(kg.num_entities, 4), cache, mine, 1.0, gen(8),
-                                steps_per_epoch=3, mine_every=2)
+    sampler, draws = NegativeSampler(kg.num_entities, 4), gen(8)
+
+    def with_candidates(model, batch, step):
+        return cache.loss(model, batch, sampler.sample(batch, draws), 1.0), {}
+
+    loss_fn = MinedNegativeLoss(with_candidates, cache, mine, steps_per_epoch=3, mine_every=2)
     for step in range(13):  # epochs of 3 steps; mining at the start of epochs 1, 3, 5
         loss, _ = loss_fn(model, kg.train[:8], step)
         assert math.isfinite(loss.item())

@@ -166,9 +166,11 @@ def test_diffusion_stage_is_bit_reproducible(project: Path) -> None:
     assert first_bytes == second_bytes  # and so DVC's hash is the same
 
 
-@pytest.mark.parametrize("sampler, mined", [("uniform", "score"), ("dhns", "diffusion"),
-                                            ("uniform", "generated")])
-def test_retrain_with_mined_negatives(project: Path, sampler: str, mined: str) -> None:
+@pytest.mark.parametrize("sampler, mined, loss", [
+    ("uniform", "score", "ns"), ("dhns", "diffusion", "ns"), ("uniform", "generated", "ns"),
+    ("dhns", "generated", "shared")])
+def test_retrain_with_mined_negatives(project: Path, sampler: str, mined: str, loss: str
+                                      ) -> None:
     params_file = project / "params.yaml"
     original = params_file.read_text()
     keep = {p: p.read_bytes() for p in (project / "metrics" / "retrain.json",
@@ -177,6 +179,7 @@ def test_retrain_with_mined_negatives(project: Path, sampler: str, mined: str) -
     try:
         params = yaml.safe_load(original)
         params["retrain"].update(sampler=sampler, mined=mined, mined_negatives=3, mine_every=1)
+        params["kge"].update(loss=loss, shared_pool=16)
         params_file.write_text(yaml.safe_dump(params))
         done = _stage(project, "retrain")
         assert done.returncode == 0, done.stderr

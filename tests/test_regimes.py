@@ -277,3 +277,41 @@ def test_pretrain_stage_saves_a_reciprocal_model_that_evaluates(tmp_path: Path,
     filt = FilterIndex(kg.all_triples(), kg.num_relations)
     mrr = evaluate(model.link_predictor(), kg.valid, filt, kg.num_entities, progress=False)
     assert 0 < mrr["mrr"] <= 1
+
+
+@pytest.mark.parametrize("regime", ["1vsall", "shared"])
+def test_generated_candidates_join_each_querys_softmax(regime: str) -> None:
+    model = make("complex", reciprocal=True)
+    triples = batch_of(5)
+    extra = torch.randn(10, 2, model.scorer.entity_width, generator=gen(5))
+    prior = torch.tensor([0.5, 1.0]).log()
+    target = torch.cat([triples[:, 2], triples[:, 0]])
+    queries = torch.cat([model.scorer.query(model.entity[triples[:, 0]],
+                                            model.relation[triples[:, 1]], "tail"),
+                         model.scorer.query(model.entity[triples[:, 2]],
+                                            model.relation[triples[:, 1]], "head")])
+    extra_logits = model.scorer.match(queries[:, None], extra) + prior  # (10, 2)
+    with torch.no_grad():
+        if regime == "1vsall":
+            logits = torch.cat([_brute_logits(model, triples), extra_logits], 1)
+            expected = F.cross_entropy(logits, target)
+            got = one_vs_all_loss(model, triples, extra=extra, extra_log_prior=prior)
+        else:
+            pool = torch.randint(N, (4,), generator=gen(6))
+            brute = _brute_logits(model, triples)
+            rows = []
+            for i, answer in enumerate(target.tolist()):
+                others = [brute[i, e] for e in pool.tolist() if e != answer]
+                row = torch.stack([brute[i, answer], *others, *extra_logits[i]])
+                rows.append(-torch.log_softmax(row, 0)[0])
+            expected = torch.stack(rows).mean()
+            got = shared_pool_loss(model, triples, 4, gen(6), extra=extra,
+                                   extra_log_prior=prior)
+    torch.testing.assert_close(got, expected)
+
+
+def test_generated_candidates_in_a_cross_entropy_regime_need_a_softmax() -> None:
+    with pytest.raises(ConfigError, match="generated needs a softmax"):
+        params_from_dict({"kge": {"loss": "kvsall"}, "retrain": {"mined": "generated"}})
+    params = params_from_dict({"kge": {"loss": "shared"}, "retrain": {"mined": "generated"}})
+    assert params.retrain.mined == "generated"

@@ -11,7 +11,10 @@ scored against candidate entities by the model's own ``query``/``match_all``:
   shared by the whole batch, an estimate of ``1vsall`` at ``P / N`` of its scoring cost.
 
 All take ``label_smoothing`` (``1vsall``/``shared``: torch's; ``kvsall``: targets
-``(1 - e) y + e / N``).
+``(1 - e) y + e / N``). ``1vsall`` and ``shared`` also take ``extra`` candidates given as
+constant embeddings ``(2B, E, D)`` per query (DHNS's generated negatives), whose logits are
+shifted by ``extra_log_prior`` ``(E,)`` (a prior weight per hardness level) and join each
+query's softmax as further wrong answers.
 """
 
 from __future__ import annotations
@@ -34,12 +37,27 @@ def _queries(model: MultimodalKGE, h: Tensor, r: Tensor, t: Tensor) -> Tensor:
     return torch.cat([scorer.query(h, r, "tail"), scorer.query(t, r, "head")])
 
 
-def one_vs_all_loss(model: MultimodalKGE, batch: Tensor, label_smoothing: float = 0.0
+def _with_extra(model: MultimodalKGE, logits: Tensor, queries: Tensor, extra: Tensor | None,
+                extra_log_prior: Tensor | None) -> Tensor:
+    """``logits`` (2B, C) with the ``extra`` candidates' shifted logits appended (2B, C + E)."""
+    if extra is None:
+        return logits
+    scores = model.scorer.match(queries[:, None], extra)  # (2B, E)
+    if extra_log_prior is not None:
+        scores = scores + extra_log_prior
+    return torch.cat([logits, scores], dim=1)
+
+
+def one_vs_all_loss(model: MultimodalKGE, batch: Tensor, label_smoothing: float = 0.0,
+                    extra: Tensor | None = None, extra_log_prior: Tensor | None = None
                     ) -> Tensor:
-    """Mean softmax cross-entropy of ``batch`` (B, 3)'s ``2B`` queries over all entities."""
+    """Mean softmax cross-entropy of ``batch`` (B, 3)'s ``2B`` queries over all entities
+    (and ``extra``)."""
     entities = model.all_entity_embeddings()  # (N, D), in the graph
     h, r, t = entities[batch[:, 0]], model.relation[batch[:, 1]], entities[batch[:, 2]]
-    logits = model.scorer.match_all(_queries(model, h, r, t)[None], entities[None])[0]
+    queries = _queries(model, h, r, t)
+    logits = model.scorer.match_all(queries[None], entities[None])[0]
+    logits = _with_extra(model, logits, queries, extra, extra_log_prior)
     target = torch.cat([batch[:, 2], batch[:, 0]])
     return F.cross_entropy(logits, target, label_smoothing=label_smoothing)
 
@@ -62,7 +80,9 @@ def k_vs_all_loss(model: MultimodalKGE, batch: Tensor, known: FilterIndex,
 
 
 def shared_pool_loss(model: MultimodalKGE, batch: Tensor, pool_size: int,
-                     generator: torch.Generator, label_smoothing: float = 0.0) -> Tensor:
+                     generator: torch.Generator, label_smoothing: float = 0.0,
+                     extra: Tensor | None = None, extra_log_prior: Tensor | None = None
+                     ) -> Tensor:
     """Mean softmax cross-entropy of ``batch``'s ``2B`` queries over their answer and one pool
     of ``pool_size`` entities drawn (with replacement) from ``generator``; a pool entry equal
     to the query's answer is left out of that query's softmax."""
@@ -80,7 +100,11 @@ def shared_pool_loss(model: MultimodalKGE, batch: Tensor, pool_size: int,
     target = torch.cat([batch[:, 2], batch[:, 0]])
     keep = torch.cat([torch.ones_like(target[:, None], dtype=torch.bool),
                       pool[None] != target[:, None]], dim=1)  # (2B, 1 + P)
-    logits = torch.cat([positive[:, None], negative], dim=1).masked_fill(~keep, -math.inf)
+    logits = torch.cat([positive[:, None], negative], dim=1)
+    logits = _with_extra(model, logits, queries, extra, extra_log_prior)
+    if extra is not None:
+        keep = torch.cat([keep, torch.ones_like(logits[:, keep.shape[1]:], dtype=torch.bool)], 1)
+    logits = logits.masked_fill(~keep, -math.inf)
     log_p = torch.log_softmax(logits, dim=1)
     loss = -log_p[:, 0]
     if label_smoothing:  # torch's smoothing would spread mass onto the left-out entries (-inf)

@@ -60,12 +60,21 @@ class GeneratedCandidates(MinedCandidates):
 
     def loss(self, model: MultimodalKGE, batch: Tensor, negatives: NegativeBatch,
              temperature: float) -> Tensor:
-        if self.embeddings is None:
-            raise RuntimeError("no generated negatives stored yet")
         side = (~negatives.corrupt_tail.cpu()).long()
-        generated = self.embeddings[self.rows(batch), side].to(batch.device)
+        generated = self._stored()[self.rows(batch), side].to(batch.device)
         return generated_loss(model, batch, negatives, generated,
                               self.log_prior.to(batch.device), temperature)
+
+    def both_sides(self, batch: Tensor) -> Tensor:
+        """``(2B, L, D)``: the generated tails of ``batch``'s tail queries, then the generated
+        heads of its head queries (the query order of :mod:`dhns.kge.cross_entropy`)."""
+        stored = self._stored()[self.rows(batch)]  # (B, 2, L, D)
+        return torch.cat([stored[:, 0], stored[:, 1]]).to(batch.device)
+
+    def _stored(self) -> Tensor:
+        if self.embeddings is None:
+            raise RuntimeError("no generated negatives stored yet")
+        return self.embeddings
 
 
 def generated_loss(model: MultimodalKGE, batch: Tensor, negatives: NegativeBatch,

@@ -27,7 +27,7 @@ from torch import Tensor
 from dhns.evaluation.filter import FilterIndex
 from dhns.kge.loss import score_with_negatives, self_adversarial
 from dhns.kge.model import MultimodalKGE
-from dhns.kge.negatives import NegativeBatch, NegativeSampler
+from dhns.kge.negatives import NegativeBatch
 from dhns.negatives.hierarchical import HierarchicalGenerator
 from dhns.negatives.ntat import embed_with_generated
 
@@ -190,6 +190,8 @@ def mined_loss(model: MultimodalKGE, batch: Tensor, negatives: NegativeBatch, mi
 
 
 MineFn = Callable[[MultimodalKGE], Tensor]
+#: (model, batch (B, 3), step) -> (loss, stats), as the trainer's loss terms.
+LossFn = Callable[[MultimodalKGE, Tensor, int], tuple[Tensor, dict[str, float]]]
 
 
 class CandidateStore(Protocol):
@@ -204,15 +206,17 @@ class CandidateStore(Protocol):
 
 
 class MinedNegativeLoss:
-    """Trainer loss: self-adversarial over uniform plus stored candidates (mined real entities,
-    or generated embeddings), refreshed every ``mine_every`` epochs (the first at step 0, on
-    the starting weights)."""
+    """Trainer loss ``loss_fn`` whose per-triple candidates in ``cache`` are refreshed by
+    ``mine`` every ``mine_every`` epochs (the first at step 0, on the starting weights).
 
-    def __init__(self, sampler: NegativeSampler, cache: CandidateStore, mine: MineFn,
-                 temperature: float, generator: torch.Generator, steps_per_epoch: int,
-                 mine_every: int, log: Callable[[str], None] = lambda _m: None) -> None:
-        self.sampler, self.cache, self.mine = sampler, cache, mine
-        self.temperature, self.generator = temperature, generator
+    ``loss_fn`` reads ``cache`` (see :func:`dhns.training.kgc.kgc_loss`): self-adversarial
+    over uniform plus mined or generated candidates, or cross-entropy with generated ones.
+    """
+
+    def __init__(self, loss_fn: LossFn, cache: CandidateStore, mine: MineFn,
+                 steps_per_epoch: int, mine_every: int,
+                 log: Callable[[str], None] = lambda _m: None) -> None:
+        self.loss_fn, self.cache, self.mine = loss_fn, cache, mine
         self.steps_per_epoch, self.mine_every = steps_per_epoch, mine_every
         self.log = log
         self.seconds_mining = 0.0
@@ -231,8 +235,7 @@ class MinedNegativeLoss:
             self.minings += 1
             self.log(f"mined negatives: {self.cache.coverage():.3f} of (triple, side) cells "
                      f"filled in {seconds:.1f}s")
-        negatives = self.sampler.sample(batch, self.generator)
-        return self.cache.loss(model, batch, negatives, self.temperature), {}
+        return self.loss_fn(model, batch, step)
 
     def report(self, epochs: int) -> dict:
         """Minings done, cells filled and mining time per epoch, for the stage's metrics."""

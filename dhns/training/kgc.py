@@ -3,8 +3,6 @@ callback."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 from torch import Tensor
 
@@ -16,30 +14,36 @@ from dhns.kge.cross_entropy import k_vs_all_loss, n3_penalty, one_vs_all_loss, s
 from dhns.kge.loss import kge_loss
 from dhns.kge.model import MultimodalKGE
 from dhns.kge.negatives import NegativeSampler
+from dhns.negatives.generated_softmax import GeneratedCandidates
+from dhns.negatives.mined import CandidateStore
 from dhns.training.trainer import LossFn, Validate
-
-#: Builds a negative-sampling loss from the ordinary negatives and the training generator
-#: (the plain self-adversarial one, or one with mined candidates beside them).
-NegativeLoss = Callable[[NegativeSampler, torch.Generator], LossFn]
 
 
 def kgc_loss(cfg: KGEConfig, kg: KnowledgeGraph, generator: torch.Generator,
-             negative_loss: NegativeLoss | None = None) -> LossFn:
+             candidates: CandidateStore | None = None) -> LossFn:
     """The ordinary training loss ``kge.loss`` asks for, plus ``kge.n3`` times N3.
 
-    ``ns`` is the self-adversarial loss over uniform or Bernoulli negatives, or
-    ``negative_loss`` built on them; the cross-entropy regimes admit no ``negative_loss``.
-    All draws come from ``generator``.
+    ``ns`` is the self-adversarial loss over uniform or Bernoulli negatives, with the per-
+    triple ``candidates`` (mined real entities or generated embeddings) beside them when
+    given. ``1vsall`` and ``shared`` take generated candidates (:class:`GeneratedCandidates`)
+    as extra wrong answers in each query's softmax; ``kvsall`` takes none. All draws come
+    from ``generator``.
     """
     if cfg.loss == "ns":
         sampler = NegativeSampler(kg.num_entities, cfg.num_negatives, mode=cfg.negative_sampler,
                                   train=kg.train, num_relations=kg.num_relations)
-        base = (uniform_loss(sampler, cfg.adversarial_temperature, generator)
-                if negative_loss is None else negative_loss(sampler, generator))
-    elif negative_loss is not None:
-        raise ValueError(f"kge.loss {cfg.loss}: mined candidates need kge.loss ns")
+        if candidates is None:
+            base = uniform_loss(sampler, cfg.adversarial_temperature, generator)
+        else:
+            def base(model: MultimodalKGE, batch: Tensor, step: int) -> tuple[Tensor, dict]:
+                negatives = sampler.sample(batch, generator)
+                return candidates.loss(model, batch, negatives, cfg.adversarial_temperature), {}
     else:
-        base = cross_entropy_loss(cfg, kg, generator)
+        if candidates is not None and (cfg.loss == "kvsall"
+                                       or not isinstance(candidates, GeneratedCandidates)):
+            raise ValueError(f"kge.loss {cfg.loss} takes no mined candidates (1vsall and shared "
+                             "take generated ones)")
+        base = cross_entropy_loss(cfg, kg, generator, candidates)
     if not cfg.n3:
         return base
 
@@ -50,13 +54,21 @@ def kgc_loss(cfg: KGEConfig, kg: KnowledgeGraph, generator: torch.Generator,
     return with_extra_loss(base, n3_term)
 
 
-def cross_entropy_loss(cfg: KGEConfig, kg: KnowledgeGraph, generator: torch.Generator
-                       ) -> LossFn:
-    """``kge.loss`` 1vsall, kvsall or shared as a trainer loss term."""
+def cross_entropy_loss(cfg: KGEConfig, kg: KnowledgeGraph, generator: torch.Generator,
+                       generated: GeneratedCandidates | None = None) -> LossFn:
+    """``kge.loss`` 1vsall, kvsall or shared as a trainer loss term; ``generated`` adds each
+    query's generated negatives to its softmax (1vsall, shared)."""
     smoothing = cfg.label_smoothing
+
+    def extra(batch: Tensor) -> dict:
+        if generated is None:
+            return {}
+        return {"extra": generated.both_sides(batch),
+                "extra_log_prior": generated.log_prior.to(batch.device)}
+
     if cfg.loss == "1vsall":
         def loss_fn(model: MultimodalKGE, batch: Tensor, step: int) -> tuple[Tensor, dict]:
-            return one_vs_all_loss(model, batch, smoothing), {}
+            return one_vs_all_loss(model, batch, smoothing, **extra(batch)), {}
     elif cfg.loss == "kvsall":
         known = FilterIndex(kg.train, kg.num_relations)
 
@@ -64,7 +76,8 @@ def cross_entropy_loss(cfg: KGEConfig, kg: KnowledgeGraph, generator: torch.Gene
             return k_vs_all_loss(model, batch, known, smoothing), {}
     elif cfg.loss == "shared":
         def loss_fn(model: MultimodalKGE, batch: Tensor, step: int) -> tuple[Tensor, dict]:
-            return shared_pool_loss(model, batch, cfg.shared_pool, generator, smoothing), {}
+            return shared_pool_loss(model, batch, cfg.shared_pool, generator, smoothing,
+                                    **extra(batch)), {}
     else:
         raise ValueError(f"unknown kge.loss {cfg.loss!r}")
     return loss_fn
