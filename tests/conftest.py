@@ -37,10 +37,16 @@ SMALL_TRAINING_GRAPH = SyntheticConfig(num_entities=200, num_types=4, num_relati
                                        triples_per_relation=200, image_size=8)
 
 
+def synthetic_kg(tmp_path_factory: pytest.TempPathFactory, config: SyntheticConfig,
+                 name: str) -> KnowledgeGraph:
+    """The synthetic graph of ``config``, generated under a fresh temporary folder ``name``."""
+    out = tmp_path_factory.mktemp(name) / "synthetic"
+    generate_synthetic(config, out)
+    graph, _ = load_dataset(out)
+    return graph
+
+
 @pytest.fixture(scope="session")
 def small_kg(tmp_path_factory: pytest.TempPathFactory) -> KnowledgeGraph:
     """:data:`SMALL_TRAINING_GRAPH`, generated once per test session."""
-    out = tmp_path_factory.mktemp("small_kg") / "synthetic"
-    generate_synthetic(SMALL_TRAINING_GRAPH, out)
-    graph, _ = load_dataset(out)
-    return graph
+    return synthetic_kg(tmp_path_factory, SMALL_TRAINING_GRAPH, "small_kg")

@@ -13,9 +13,9 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import synthetic_kg
 
 from dhns.config import SyntheticConfig
-from dhns.data import generate_synthetic, load_dataset
 from dhns.data.kg import KnowledgeGraph
 from dhns.diffusion.sampler import DiffusionSampler
 from dhns.kge.model import STRUCTURE, KGEModelConfig, MultimodalKGE
@@ -50,10 +50,7 @@ def gen(seed: int) -> torch.Generator:
 
 @pytest.fixture(scope="module")
 def kg(tmp_path_factory: pytest.TempPathFactory) -> KnowledgeGraph:
-    out = tmp_path_factory.mktemp("negatives") / "synthetic"
-    generate_synthetic(SMALL, out)
-    graph, _ = load_dataset(out)
-    return graph
+    return synthetic_kg(tmp_path_factory, SMALL, "negatives")
 
 
 @pytest.fixture(scope="module")
