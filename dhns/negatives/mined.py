@@ -19,12 +19,12 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from typing import Protocol
 
 import torch
 from torch import Tensor
 
 from dhns.evaluation.filter import FilterIndex
+from dhns.kge.candidates import CandidateStore
 from dhns.kge.loss import score_with_negatives, self_adversarial
 from dhns.kge.model import MultimodalKGE
 from dhns.kge.negatives import NegativeBatch
@@ -192,17 +192,6 @@ def mined_loss(model: MultimodalKGE, batch: Tensor, negatives: NegativeBatch, mi
 MineFn = Callable[[MultimodalKGE], Tensor]
 #: (model, batch (B, 3), step) -> (loss, stats), as the trainer's loss terms.
 LossFn = Callable[[MultimodalKGE, Tensor, int], tuple[Tensor, dict[str, float]]]
-
-
-class CandidateStore(Protocol):
-    """Per-training-triple candidates that a :class:`MinedNegativeLoss` refreshes and scores."""
-
-    def store(self, mined: Tensor) -> None: ...
-
-    def coverage(self) -> float: ...
-
-    def loss(self, model: MultimodalKGE, batch: Tensor, negatives: NegativeBatch,
-             temperature: float) -> Tensor: ...
 
 
 class MinedNegativeLoss:

@@ -10,12 +10,11 @@ from dhns.config import KGEConfig
 from dhns.data.kg import KnowledgeGraph
 from dhns.evaluation.evaluator import evaluate
 from dhns.evaluation.filter import FilterIndex
+from dhns.kge.candidates import CandidateStore, GeneratedStore
 from dhns.kge.cross_entropy import k_vs_all_loss, n3_penalty, one_vs_all_loss, shared_pool_loss
 from dhns.kge.loss import kge_loss
 from dhns.kge.model import MultimodalKGE
 from dhns.kge.negatives import NegativeSampler
-from dhns.negatives.generated_softmax import GeneratedCandidates
-from dhns.negatives.mined import CandidateStore
 from dhns.training.trainer import LossFn, Validate
 
 
@@ -25,7 +24,7 @@ def kgc_loss(cfg: KGEConfig, kg: KnowledgeGraph, generator: torch.Generator,
 
     ``ns`` is the self-adversarial loss over uniform or Bernoulli negatives, with the per-
     triple ``candidates`` (mined real entities or generated embeddings) beside them when
-    given. ``1vsall`` and ``shared`` take generated candidates (:class:`GeneratedCandidates`)
+    given. ``1vsall`` and ``shared`` take generated candidates (a :class:`GeneratedStore`)
     as extra wrong answers in each query's softmax; ``kvsall`` takes none. All draws come
     from ``generator``.
     """
@@ -40,7 +39,7 @@ def kgc_loss(cfg: KGEConfig, kg: KnowledgeGraph, generator: torch.Generator,
                 return candidates.loss(model, batch, negatives, cfg.adversarial_temperature), {}
     else:
         if candidates is not None and (cfg.loss == "kvsall"
-                                       or not isinstance(candidates, GeneratedCandidates)):
+                                       or not isinstance(candidates, GeneratedStore)):
             raise ValueError(f"kge.loss {cfg.loss} takes no mined candidates (1vsall and shared "
                              "take generated ones)")
         base = cross_entropy_loss(cfg, kg, generator, candidates)
@@ -55,7 +54,7 @@ def kgc_loss(cfg: KGEConfig, kg: KnowledgeGraph, generator: torch.Generator,
 
 
 def cross_entropy_loss(cfg: KGEConfig, kg: KnowledgeGraph, generator: torch.Generator,
-                       generated: GeneratedCandidates | None = None) -> LossFn:
+                       generated: GeneratedStore | None = None) -> LossFn:
     """``kge.loss`` 1vsall, kvsall or shared as a trainer loss term; ``generated`` adds each
     query's generated negatives to its softmax (1vsall, shared)."""
     smoothing = cfg.label_smoothing
