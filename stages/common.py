@@ -19,6 +19,7 @@ import torch
 from dhns.config import Params, load_params
 from dhns.errors import USER_ERRORS, error_message
 from dhns.io import atomic_write_json, check_writable
+from dhns.seeding import seeded
 
 ARTIFACTS = Path("artifacts")
 PREPARED = ARTIFACTS / "prepared"
@@ -70,7 +71,7 @@ def record_resources(path: Path, wall_seconds: float) -> None:
 
 def generator(params: Params, offset: int = 0) -> torch.Generator:
     """A CPU generator seeded from ``params.seed``; each stage uses its own offset."""
-    return torch.Generator().manual_seed(params.seed * 1000 + offset)
+    return seeded(params.seed, offset)
 
 
 def log(message: str) -> None:

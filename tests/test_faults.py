@@ -41,12 +41,12 @@ def project(prepared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
 @pytest.fixture
 def no_training(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fail the test if the pretrain stage gets as far as training."""
-    from stages import pretrain
+    from dhns.training.trainer import Trainer
 
     def fit(self) -> None:
         raise AssertionError("training started before the output folders were checked")
 
-    monkeypatch.setattr(pretrain.Trainer, "fit", fit)
+    monkeypatch.setattr(Trainer, "fit", fit)
 
 
 def run_pretrain(capsys: pytest.CaptureFixture[str]) -> str:

@@ -82,6 +82,11 @@ def _shell(command: str, cwd: Path, home: Path) -> subprocess.CompletedProcess:
 def checkout(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     if not (VENV / "bin" / "dvc").exists() or shutil.which("git") is None:
         pytest.skip("needs dvc in this environment and git")
+    stamp = VENV / ".installed"
+    if not stamp.exists() or stamp.stat().st_mtime < (ROOT / "requirements.lock").stat().st_mtime:
+        # `make run` in the copy would reinstall into this venv, and `pip install -e` there
+        # would point this checkout's `dhns` at the temporary copy.
+        pytest.skip("the venv is older than requirements.lock: run `make install` first")
     work = tmp_path_factory.mktemp("readme") / "project"
     work.mkdir()
     for name in PROJECT_FILES:

@@ -94,8 +94,10 @@ class KnowledgeGraph:
 
     @classmethod
     def load(cls, directory: str | Path) -> KnowledgeGraph:
-        """Read what :meth:`save` wrote."""
+        """Read what :meth:`save` wrote (``FileNotFoundError`` naming the folder if absent)."""
         directory = Path(directory)
+        if not (directory / "triples.pt").exists():
+            raise FileNotFoundError(f"{directory}: not prepared yet (run `dhns prepare`)")
         tensors = torch.load(directory / "triples.pt", weights_only=True)
         ents = _read_tsv(directory / "entities.tsv")
         rels = _read_tsv(directory / "relations.tsv")

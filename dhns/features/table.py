@@ -109,3 +109,11 @@ class FeatureTable:
         if vocabulary is not None:
             check_vocabulary(path, table.vocabulary, vocabulary, graph_source, REBUILD)
         return table
+
+
+def load_tables(paths: dict[str, Path], modalities: list[str], vocabulary: Vocabulary,
+                source: str | Path) -> dict[str, FeatureTable]:
+    """The tables of ``paths`` (modality -> file) that ``modalities`` asks for and that exist,
+    each checked against ``vocabulary`` (``source`` names it in a mismatch)."""
+    return {name: FeatureTable.load(path, vocabulary, source)
+            for name, path in paths.items() if name in modalities and Path(path).exists()}
