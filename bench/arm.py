@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from dhns.config import params_from_dict, to_dict
+from dhns.config import ConfigError, params_from_dict, parse_assignment, set_dotted, to_dict
 from dhns.data.kg import KnowledgeGraph
 from dhns.evaluation.categories import kg_test_categories
 from dhns.evaluation.evaluator import evaluate
@@ -52,14 +52,10 @@ OUTPUT = {"retrain": "retrain", "uniform": "uniform", "pretrain": "pretrain"}
 
 def override(params: dict, assignment: str) -> None:
     """Apply ``a.b.c=value`` (value read as YAML, as ``dvc exp run -S`` does)."""
-    key, _, value = assignment.partition("=")
-    if not key or not _:
-        raise SystemExit(f"-S {assignment!r}: expected key=value")
-    *path, last = key.split(".")
-    node = params
-    for part in path:
-        node = node.setdefault(part, {})
-    node[last] = yaml.safe_load(value)
+    try:
+        set_dotted(params, *parse_assignment(assignment))
+    except ConfigError as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def prepare_arm(base: Path, work: Path, params: dict, stage: str = "retrain") -> None:

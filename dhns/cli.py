@@ -48,7 +48,33 @@ app.add_typer(data_app, name="data")
 ParamsOption = Annotated[
     Path, typer.Option("--params", "-p", help="Params file (validated strictly).")
 ]
+OverridesOption = Annotated[
+    list[str] | None, typer.Option(
+        "--set", "-S", metavar="KEY=VALUE",
+        help="Override a param for this run only, as `dvc exp run -S` does (repeatable; the "
+        "value is read as YAML). DVC does not record it: use `dvc exp run -S` for tracked "
+        "runs.")
+]
 MODELS = ("pretrain", "uniform", "dhns")  # rows of `dhns results`, in this order
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"dhns {version('dhns')}")
+        except PackageNotFoundError:  # a checkout run with `python -m dhns`, not installed
+            typer.echo("dhns (not installed)")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(version: Annotated[bool, typer.Option(
+        "--version", callback=_version, is_eager=True, help="Print the version and exit.")]
+         = False) -> None:
+    """DHNS: diffusion-based hierarchical negative sampling for multimodal knowledge graph
+    completion."""
 
 
 # --------------------------------------------------------------------------- plumbing
@@ -119,10 +145,12 @@ def _stage_function(module: str, function: str) -> Callable[[Params], Any]:
     return getattr(mod, function)
 
 
-def _run_stage(module: str, params_path: Path, function: str = "run") -> Any:
+def _run_stage(module: str, params_path: Path, function: str = "run",
+               overrides: Sequence[str] = ()) -> Any:
     from dhns.config import load_params
 
-    params = load_params(params_path)  # bad params are reported wherever the command runs
+    # bad params are reported wherever the command runs
+    params = load_params(params_path, overrides)
     return _stage_function(module, function)(params)
 
 
@@ -165,8 +193,9 @@ def _summary_line(kg: KnowledgeGraph) -> str:
 
 def _add_stage(name: str, module: str, help_text: str, function: str = "run") -> None:
     @report_user_errors
-    def command(params: ParamsOption = Path("params.yaml")) -> None:
-        _run_stage(module, params, function)
+    def command(params: ParamsOption = Path("params.yaml"),
+                overrides: OverridesOption = None) -> None:
+        _run_stage(module, params, function, overrides or ())
 
     command.__name__ = name.replace("-", "_")
     command.__doc__ = help_text
@@ -188,7 +217,7 @@ _add_stage("image-features", "features",
            "artifacts/prepared; writes artifacts/features/image.pt and "
            "metrics/image_features.json.", function="run_image")
 _add_stage("pretrain", "pretrain",
-           "Pretrain the multimodal KGE with ordinary negatives (kge, pretrain). Reads "
+           "Pretrain the multimodal KGE in the kge.loss regime (kge, pretrain). Reads "
            "artifacts/prepared and artifacts/features; writes artifacts/pretrain/model.pt, "
            "metrics/pretrain.json and plots/pretrain.csv.")
 _add_stage("diffusion", "diffusion",

@@ -372,8 +372,10 @@ def numeric_fields(cls: type = Params, prefix: str = "") -> list[tuple[str, data
     return out
 
 
-def load_params(path: str | Path = "params.yaml") -> Params:
-    """Read and validate a params file. Raises :class:`ConfigError` with the file name."""
+def load_params(path: str | Path = "params.yaml", overrides: typing.Sequence[str] = ()
+                ) -> Params:
+    """Read and validate a params file, with ``key=value`` ``overrides`` (as ``dvc exp run -S``)
+    applied first. Raises :class:`ConfigError` naming the file (and the overrides)."""
     path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text())
@@ -381,10 +383,38 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         raise ConfigError(f"{path}: no such params file") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    source = f"{path}" + "".join(f" -S {o}" for o in overrides)
     try:
+        raw = raw if isinstance(raw, dict) else {}
+        for assignment in overrides:
+            set_dotted(raw, *parse_assignment(assignment))
         return params_from_dict(raw)
     except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+        raise ConfigError(f"{source}: {exc}") from None
+
+
+def parse_assignment(text: str) -> tuple[str, Any]:
+    """``"a.b=value"`` -> ``("a.b", value)``, the value read as YAML (``-S kge.dim=128`` gives
+    an int, ``-S 'kge.modalities=[structure,text]'`` a list), as ``dvc exp run -S`` does."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"-S {text!r}: expected key=value")
+    try:
+        return key.strip(), yaml.safe_load(value)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"-S {text!r}: the value is not valid YAML ({exc})") from None
+
+
+def set_dotted(raw: dict, key: str, value: Any) -> None:
+    """Set ``raw["a"]["b"] = value`` for ``key`` ``"a.b"``, creating sections as needed."""
+    *path, last = key.split(".")
+    node = raw
+    for part in path:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{key}: {part} is not a section")
+        node = child
+    node[last] = value
 
 
 def to_dict(params: Any) -> dict:

@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from dhns.config import ConfigError, params_from_dict
+from dhns.config import ConfigError, params_from_dict, set_dotted
 from dhns.data.kg import KnowledgeGraph
 from dhns.features.table import FeatureTable
 from dhns.io import atomic_write_text
@@ -73,11 +73,7 @@ def with_overrides(base: dict, overrides: dict[str, Any]) -> dict:
     """A deep copy of raw params ``base`` with dotted-key ``overrides`` set."""
     out = copy.deepcopy(base)
     for key, value in overrides.items():
-        *path, last = key.split(".")
-        node = out
-        for part in path:
-            node = node.setdefault(part, {})
-        node[last] = value
+        set_dotted(out, key, value)
     return out
 
 

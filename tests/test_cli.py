@@ -41,14 +41,29 @@ def toy(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def test_help_lists_every_command() -> None:
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
-    for name in [*STAGES, "data", "predict", "results", "negatives"]:
+    for name in [*STAGES, "data", "predict", "results", "negatives", "tune"]:
         assert name in result.output
     data = runner.invoke(app, ["data", "--help"])
     for name in ("import", "download", "generate", "info"):
         assert name in data.output
-    for name in [*STAGES, "predict", "results"]:
+    for name in [*STAGES, "predict", "results", "tune"]:
         sub = runner.invoke(app, [name, "--help"])
         assert sub.exit_code == 0 and "Usage:" in sub.output
+    assert "--set" in runner.invoke(app, ["pretrain", "--help"]).output
+
+
+def test_version() -> None:
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.startswith("dhns ")
+
+
+def test_stage_override_errors_name_the_override(tmp_path: Path) -> None:
+    params = tmp_path / "params.yaml"
+    params.write_text("seed: 0\n")
+    bad = runner.invoke(app, ["pretrain", "-p", str(params), "-S", "pretrain.epochs=0"])
+    assert_user_error(bad, f"{params} -S pretrain.epochs=0: pretrain.epochs: must be >= 1")
+    malformed = runner.invoke(app, ["pretrain", "-p", str(params), "-S", "pretrain.epochs"])
+    assert_user_error(malformed, "-S 'pretrain.epochs': expected key=value")
 
 
 def test_import_corrupt_tsv_is_one_line_and_writes_nothing(tmp_path: Path, toy) -> None:

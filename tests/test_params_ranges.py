@@ -146,3 +146,17 @@ def test_history_without_validation_or_finite_loss_is_strict(tmp_path: Path) -> 
     report = strict_loads((tmp_path / "metrics" / "x.json").read_text())
     assert report["best_valid_mrr"] is None
     assert (tmp_path / "plots" / "x.csv").read_text() == "epoch,loss,valid_mrr\n1,,\n"
+
+
+def test_overrides_are_read_as_yaml_and_validated(tmp_path: Path) -> None:
+    from dhns.config import load_params
+
+    path = tmp_path / "params.yaml"
+    path.write_text("kge:\n  dim: 16\n")
+    params = load_params(path, ["kge.dim=32", "kge.modalities=[structure, text]",
+                                "pretrain.lr=1e-3", "kge.reciprocal=true"])
+    assert (params.kge.dim, params.kge.modalities) == (32, ["structure", "text"])
+    assert params.pretrain.lr == 1e-3 and params.kge.reciprocal is True
+    assert load_params(path).kge.dim == 16  # the file itself is not changed
+    with pytest.raises(ConfigError, match="-S kge.dim.x=1: kge.dim.x: dim is not a section"):
+        load_params(path, ["kge.dim.x=1"])
