@@ -193,6 +193,8 @@ class RetrainConfig:
     lr: float = num(0.0005, POSITIVE)
     lr_schedule: Literal["constant", "step", "cosine"] = "constant"
     warmup_epochs: int = num(0, NON_NEGATIVE)
+    # The continuation's training regime; "pretrain" keeps kge.loss.
+    loss: Literal["pretrain", "ns", "1vsall", "kvsall", "shared"] = "pretrain"
     lambda_ha: float = num(0.01, NON_NEGATIVE)
     level_weights: list[float] = nums([0.5, 1.0, 1.0, 0.5], NON_NEGATIVE)  # one per level
     level_margins: list[float] = nums([0.3, 0.5, 0.7, 0.9], NON_NEGATIVE)  # one per level
@@ -338,7 +340,7 @@ def _check_cross(params: Params) -> None:
                               f"({len(m.levels)}), got {len(values)}")
     if not any(r.level_weights):  # L_HA is their weighted mean: it divides by the sum
         raise ConfigError("retrain.level_weights: must not all be 0")
-    loss = params.kge.loss
+    loss = continuation_kge(params).loss
     if r.mined in ("score", "diffusion") and loss != "ns":
         raise ConfigError(f"retrain.mined: {r.mined} puts real candidates in the negative-"
                           f"sampling softmax, so it needs kge.loss: ns, got {loss}")
@@ -349,6 +351,14 @@ def _check_cross(params: Params) -> None:
         if cfg.warmup_epochs >= cfg.epochs:
             raise ConfigError(f"{section}.warmup_epochs: must be < {section}.epochs "
                               f"({cfg.epochs}), got {cfg.warmup_epochs}")
+
+
+def continuation_kge(params: Params) -> KGEConfig:
+    """``params.kge`` as the continuation stages (uniform, retrain) train with: its ``loss``
+    replaced by ``retrain.loss`` unless that is ``pretrain``."""
+    if params.retrain.loss == "pretrain":
+        return params.kge
+    return dataclasses.replace(params.kge, loss=params.retrain.loss)
 
 
 def params_from_dict(raw: dict | None) -> Params:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from dhns.config import Params, to_dict
+from dhns.config import Params, continuation_kge, to_dict
 from dhns.device import resolve_device
 from dhns.kge.build import compile_scoring
 from dhns.training.checkpoint import load_kge, save_kge
@@ -37,7 +37,8 @@ def continue_training(params: Params, name: str, out: Path, extra_loss: LossFn |
     log(compile_scoring(model, params.kge.compile, device))
     cfg = params.retrain
     gen = generator(params, offset=3)
-    base = kgc_loss(params.kge, kg, gen) if base_loss is None else base_loss(gen)
+    base = (kgc_loss(continuation_kge(params), kg, gen) if base_loss is None
+            else base_loss(gen))
     loss_fn = base if extra_loss is None else with_extra_loss(base, extra_loss)
 
     validate = validator(kg.valid, filter_index(kg), kg.num_entities, params.pretrain.max_valid,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from dhns.config import Params
+from dhns.config import Params, continuation_kge
 from dhns.data.kg import KnowledgeGraph
 from dhns.device import resolve_device
 from dhns.diffusion.sampler import DiffusionSampler
@@ -89,7 +89,7 @@ def mined_negatives(params: Params, kg: KnowledgeGraph, sampler: DiffusionSample
                  MinedCandidates(kg.train, kg.num_entities, kg.num_relations,
                                  cfg.mined_negatives))
         built.append(MinedNegativeLoss(
-            kgc_loss(params.kge, kg, gen, cache), cache, mine,
+            kgc_loss(continuation_kge(params), kg, gen, cache), cache, mine,
             math.ceil(len(kg.train) / cfg.batch_size), cfg.mine_every, log))
         return built[-1]
 
@@ -118,7 +118,7 @@ def loss_gradients(params: Params, kg: KnowledgeGraph, ntat: NTATLoss, checkpoin
     order = torch.randperm(len(kg.train), generator=generator(params, offset=60))
     batches = [kg.train[order[i:i + size]].to(device)
                for i in range(0, min(len(order), GRADIENT_BATCHES * size), size)]
-    kgc = kgc_loss(params.kge, kg, generator(params, offset=61))
+    kgc = kgc_loss(continuation_kge(params), kg, generator(params, offset=61))
     return loss_gradient_report(model, batches, kgc, ntat, generator(params, offset=62))
 
 

@@ -179,7 +179,8 @@ def test_retrain_with_mined_negatives(project: Path, sampler: str, mined: str, l
     try:
         params = yaml.safe_load(original)
         params["retrain"].update(sampler=sampler, mined=mined, mined_negatives=3, mine_every=1)
-        params["kge"].update(loss=loss, shared_pool=16)
+        params["retrain"]["loss"] = loss  # the continuation's regime; pretrain was ns
+        params["kge"]["shared_pool"] = 16
         params_file.write_text(yaml.safe_dump(params))
         done = _stage(project, "retrain")
         assert done.returncode == 0, done.stderr

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from tiny_project import make_project, write_params
 
-from dhns.config import ConfigError, KGEConfig, load_params, params_from_dict
+from dhns.config import ConfigError, KGEConfig, continuation_kge, load_params, params_from_dict
 from dhns.data.kg import KnowledgeGraph
 from dhns.evaluation.evaluator import evaluate
 from dhns.evaluation.filter import FilterIndex
@@ -315,3 +315,11 @@ def test_generated_candidates_in_a_cross_entropy_regime_need_a_softmax() -> None
         params_from_dict({"kge": {"loss": "kvsall"}, "retrain": {"mined": "generated"}})
     params = params_from_dict({"kge": {"loss": "shared"}, "retrain": {"mined": "generated"}})
     assert params.retrain.mined == "generated"
+
+
+def test_the_continuation_can_train_in_another_regime() -> None:
+    params = params_from_dict({"retrain": {"loss": "shared"}})
+    assert params.kge.loss == "ns" and continuation_kge(params).loss == "shared"
+    assert continuation_kge(params_from_dict({})) == params_from_dict({}).kge
+    with pytest.raises(ConfigError, match="needs kge.loss: ns, got shared"):
+        params_from_dict({"retrain": {"loss": "shared", "mined": "score"}})
