@@ -249,6 +249,8 @@ def tune_command(
         help="Seconds after which no new trial starts (default: none).")] = None,
     out: Annotated[Path, typer.Option(
         help="Study folder: study.db (resumable), trials.csv, best.yaml.")] = Path("tune"),
+    prune_after: Annotated[int, typer.Option(
+        min=0, help="Epochs before a trial may be pruned (slow starters need a few).")] = 0,
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Search params by pretraining validation MRR (Optuna TPE, median pruning).
@@ -268,7 +270,7 @@ def tune_command(
     features = load_tables({m: Path(f"artifacts/features/{m}.pt") for m in ("text", "image")},
                            ["text", "image"], kg.vocabulary(), Path("artifacts/prepared"))
     study = run_study(base, search, kg, features, out, trials, timeout,
-                      log=lambda m: typer.echo(m, err=True))
+                      log=lambda m: typer.echo(m, err=True), prune_after=prune_after)
     finished = [t for t in study.trials if t.value is not None]
     if finished:
         best = max(finished, key=lambda t: t.value)

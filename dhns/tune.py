@@ -94,9 +94,10 @@ def suggest(trial: Any, space: dict[str, dict]) -> dict[str, Any]:
 
 def run_study(base: dict, space: dict[str, dict], kg: KnowledgeGraph,
               features: dict[str, FeatureTable], out: Path, trials: int,
-              timeout: float | None = None, log: Callable[[str], None] = print) -> Any:
+              timeout: float | None = None, log: Callable[[str], None] = print,
+              prune_after: int = 0) -> Any:
     """Run (or resume) the study in ``out`` for ``trials`` more trials or ``timeout`` seconds;
-    returns the ``optuna.Study``."""
+    returns the ``optuna.Study``. No trial is pruned before epoch ``prune_after``."""
     import optuna  # heavy: only when tuning
 
     out.mkdir(parents=True, exist_ok=True)
@@ -107,7 +108,7 @@ def run_study(base: dict, space: dict[str, dict], kg: KnowledgeGraph,
         load_if_exists=True, direction="maximize",
         # seed + number of finished trials: a resumed study does not replay the same draws
         sampler=optuna.samplers.TPESampler(seed=seed * 1000 + _trial_count(out)),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=2))
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=prune_after))
     log(f"tune: study {out / STUDY_FILE} with {len(study.trials)} earlier trials; "
         f"{trials} more, {len(space)} keys")
 
