@@ -148,9 +148,11 @@ def _stage_function(module: str, function: str) -> Callable[[Params], Any]:
 def _run_stage(module: str, params_path: Path, function: str = "run",
                overrides: Sequence[str] = ()) -> Any:
     from dhns.config import load_params
+    from dhns.device import set_deterministic
 
     # bad params are reported wherever the command runs
     params = load_params(params_path, overrides)
+    set_deterministic(params.deterministic)
     return _stage_function(module, function)(params)
 
 
@@ -261,10 +263,12 @@ def tune_command(
     """
     from dhns.config import load_params, to_dict
     from dhns.data.kg import KnowledgeGraph
+    from dhns.device import set_deterministic
     from dhns.features.table import load_tables
     from dhns.tune import load_space, run_study
 
     base = to_dict(load_params(params))
+    set_deterministic(base["deterministic"])
     search = load_space(space, base)
     kg = KnowledgeGraph.load(Path("artifacts/prepared"))
     features = load_tables({m: Path(f"artifacts/features/{m}.pt") for m in ("text", "image")},

@@ -225,6 +225,7 @@ class EvalConfig:
 class Params:
     seed: int = num(0, SEED)
     device: str = "auto"
+    deterministic: bool = True  # bit-identical reruns (torch deterministic algorithms)
     data: DataConfig = field(default_factory=DataConfig)
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
     kge: KGEConfig = field(default_factory=KGEConfig)

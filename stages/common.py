@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from dhns.config import Params, load_params
+from dhns.device import set_deterministic
 from dhns.errors import USER_ERRORS, error_message
 from dhns.io import atomic_write_json, check_writable
 from dhns.seeding import seeded
@@ -42,7 +43,9 @@ def run_stage(fn: Callable[[Params], object], metrics: str | None = None,
     """
     start = time.perf_counter()
     try:
-        fn(load_params(params_path))
+        params = load_params(params_path)
+        set_deterministic(params.deterministic)
+        fn(params)
         if metrics is not None:
             record_resources(METRICS / f"{metrics}.json", time.perf_counter() - start)
     except USER_ERRORS as exc:

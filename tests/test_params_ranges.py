@@ -160,3 +160,21 @@ def test_overrides_are_read_as_yaml_and_validated(tmp_path: Path) -> None:
     assert load_params(path).kge.dim == 16  # the file itself is not changed
     with pytest.raises(ConfigError, match="-S kge.dim.x=1: kge.dim.x: dim is not a section"):
         load_params(path, ["kge.dim.x=1"])
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_stages_run_under_the_deterministic_switch(tmp_path: Path, monkeypatch,
+                                                   enabled: bool) -> None:
+    import torch
+
+    from stages.common import run_stage
+
+    (tmp_path / "params.yaml").write_text(f"deterministic: {str(enabled).lower()}\n")
+    monkeypatch.chdir(tmp_path)
+    seen = []
+    before = torch.are_deterministic_algorithms_enabled()
+    try:
+        run_stage(lambda params: seen.append(torch.are_deterministic_algorithms_enabled()))
+    finally:
+        torch.use_deterministic_algorithms(before)
+    assert seen == [enabled]
