@@ -41,7 +41,10 @@ from dhns.evaluation.evaluator import evaluate
 from dhns.evaluation.filter import FilterIndex
 from dhns.io import atomic_write_json
 from dhns.kge.build import compile_scoring
+from dhns.seeding import seeded
 from dhns.training.checkpoint import load_kge
+from dhns.training.kgc import selection_subset
+from dhns.training.pretrain import VALID_OFFSET
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_ARTIFACTS = ("prepared", "pretrain", "diffusion")
@@ -75,7 +78,8 @@ def run_stage(work: Path, stage: str) -> float:
     return time.perf_counter() - start
 
 
-def evaluate_arm(work: Path, stage: str, batch_size: int, compile_kernels: bool) -> dict:
+def evaluate_arm(work: Path, stage: str, batch_size: int, compile_kernels: bool,
+                 selection: torch.Tensor | None = None) -> dict:
     kg = KnowledgeGraph.load(work / "artifacts" / "prepared")
     model, meta = load_kge(work / "artifacts" / OUTPUT[stage] / "model.pt", "cpu",
                            kg.vocabulary(), work / "artifacts" / "prepared")
@@ -85,10 +89,24 @@ def evaluate_arm(work: Path, stage: str, batch_size: int, compile_kernels: bool)
     out = {"best_epoch": meta.get("best_epoch")}
     out["valid"] = evaluate(predictor, kg.valid, index, kg.num_entities,
                             batch_size=batch_size, progress=False)
+    if selection is not None:  # the valid triples that did not choose the checkpoint
+        held_out = torch.ones(len(kg.valid), dtype=torch.bool)
+        held_out[selection] = False
+        if held_out.any():
+            out["valid_held_out"] = evaluate(predictor, kg.valid[held_out], index,
+                                             kg.num_entities, batch_size=batch_size,
+                                             progress=False)
     out["test"] = evaluate(predictor, kg.test, index, kg.num_entities,
                            categories=kg_test_categories(kg), batch_size=batch_size,
                            progress=False)
     return out
+
+
+def arm_selection(work: Path, params) -> torch.Tensor:
+    """The validation subset the arm's stage chose its checkpoint on (same seed, same draw)."""
+    kg = KnowledgeGraph.load(work / "artifacts" / "prepared")
+    return selection_subset(len(kg.valid), params.pretrain.max_valid,
+                            seeded(params.seed, VALID_OFFSET))
 
 
 def main() -> None:
@@ -128,7 +146,8 @@ def main() -> None:
         "stage_seconds": seconds,
         "training": stage_metrics,
         "params": to_dict(params),
-        **evaluate_arm(work, args.stage, params.eval.batch_size, params.kge.compile),
+        **evaluate_arm(work, args.stage, params.eval.batch_size, params.kge.compile,
+                       arm_selection(work, params)),
     }
     atomic_write_json(args.out / f"{dataset}-{args.name}-seed{args.seed}.json", result)
     print(f"{dataset} {args.name} seed {args.seed}: valid MRR {result['valid']['mrr']:.4f}, "

@@ -103,8 +103,9 @@ def arms_table(arms: dict[str, dict[str, dict[int, dict]]], baseline: str = "uni
     arm of the same seed (mean difference and, with 2+ seeds, its std), and epoch time
     relative to the baseline's."""
     lines = [f"| dataset | arm | seeds | valid MRR | test MRR | valid - {baseline} | "
-             f"test - {baseline} (by seed) | s/epoch vs {baseline} |",
-             "|---|---|---|---|---|---|---|---|"]
+             f"held-out valid - {baseline} | test - {baseline} (by seed) | "
+             f"s/epoch vs {baseline} |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for dataset, by_arm in arms.items():
         base = by_arm.get(baseline, {})
         for arm, by_seed in by_arm.items():
@@ -116,15 +117,21 @@ def arms_table(arms: dict[str, dict[str, dict[int, dict]]], baseline: str = "uni
                 dv = [by_seed[s]["valid"]["mrr"] - base[s]["valid"]["mrr"] for s in paired]
                 dt = [by_seed[s]["test"]["mrr"] - base[s]["test"]["mrr"] for s in paired]
                 dv_cell = _signed(dv)
+                # valid minus the triples that chose the checkpoint (bench.arm writes it)
+                held = [s for s in paired if "valid_held_out" in by_seed[s]
+                        and "valid_held_out" in base[s]]
+                dh_cell = _signed([by_seed[s]["valid_held_out"]["mrr"]
+                                   - base[s]["valid_held_out"]["mrr"] for s in held]
+                                  ) if held else "-"
                 dt_cell = _signed(dt) + " (" + ", ".join(f"{d:+.4f}" for d in dt) + ")"
                 ratio = statistics.mean(
                     by_seed[s]["training"]["seconds_per_epoch"]
                     / base[s]["training"]["seconds_per_epoch"] for s in paired)
                 ratio_cell = f"{ratio:.2f}x"
             else:
-                dv_cell = dt_cell = ratio_cell = "-"
+                dv_cell = dh_cell = dt_cell = ratio_cell = "-"
             lines.append(f"| {dataset} | {arm} | {','.join(map(str, seeds))} | {_cell(valid)} | "
-                         f"{_cell(test)} | {dv_cell} | {dt_cell} | {ratio_cell} |")
+                         f"{_cell(test)} | {dv_cell} | {dh_cell} | {dt_cell} | {ratio_cell} |")
     return "\n".join(lines)
 
 

@@ -13,6 +13,7 @@ from dhns.device import resolve_device
 from dhns.kge.build import compile_scoring
 from dhns.training.checkpoint import load_kge, save_kge
 from dhns.training.kgc import kgc_loss, validator, with_extra_loss
+from dhns.training.pretrain import VALID_OFFSET
 from dhns.training.trainer import LossFn, Trainer
 from stages.common import METRICS, PLOTS, PREPARED, PRETRAIN_CKPT, generator, log
 from stages.inputs import filter_index, load_prepared
@@ -42,7 +43,7 @@ def continue_training(params: Params, name: str, out: Path, extra_loss: LossFn |
     loss_fn = base if extra_loss is None else with_extra_loss(base, extra_loss)
 
     validate = validator(kg.valid, filter_index(kg), kg.num_entities, params.pretrain.max_valid,
-                         params.eval.batch_size, generator(params, offset=99))
+                         params.eval.batch_size, generator(params, offset=VALID_OFFSET))
     log(f"{name}: continuing from the pretrained checkpoint for {cfg.epochs} epochs")
     trainer = Trainer(model, kg.train, loss_fn, epochs=cfg.epochs, batch_size=cfg.batch_size,
                       lr=cfg.lr, generator=gen, validate=validate, eval_every=cfg.eval_every,

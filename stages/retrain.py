@@ -98,8 +98,9 @@ def mined_negatives(params: Params, kg: KnowledgeGraph, sampler: DiffusionSample
 
     per_side = (f"{len(params.model.levels)} generated negatives (one per level)"
                 if cfg.mined == "generated" else f"{cfg.mined_negatives} mined negatives")
-    log(f"retrain: {per_side} per positive and side ({cfg.mined}) in the self-adversarial "
-        f"softmax, refreshed every {cfg.mine_every} epochs")
+    log(f"retrain: {per_side} per positive and side ({cfg.mined}) in the "
+        f"{continuation_kge(params).loss} loss's softmax, refreshed every {cfg.mine_every} "
+        "epochs")
     return base_loss, report
 
 

@@ -196,6 +196,7 @@ def test_arms_table_pairs_by_seed(tmp_path: Path) -> None:
 
     def write(arm: str, seed: int, valid: float, test: float, spe: float) -> None:
         result = {"dataset": "X", "arm": arm, "seed": seed, "valid": {"mrr": valid},
+                  "valid_held_out": {"mrr": valid - 0.1 * seed},
                   "test": {"mrr": test}, "training": {"seconds_per_epoch": spe}}
         (tmp_path / f"X-{arm}-seed{seed}.json").write_text(json.dumps(result))
 
@@ -206,5 +207,5 @@ def test_arms_table_pairs_by_seed(tmp_path: Path) -> None:
     write("mined", 2, 0.50, 0.50, 3.0)  # no uniform seed 2: not paired
     text = arms_table(load_arms(tmp_path))
     row = next(line for line in text.splitlines() if "| mined |" in line)
-    assert "0,1,2" in row and "+0.0100 ± 0.0000" in row  # valid: +0.01 on both paired seeds
+    assert "0,1,2" in row and "+0.0100 ± 0.0000 | +0.0100 ± 0.0000 |" in row  # valid, held out
     assert "+0.0150 ± 0.0071 (+0.0200, +0.0100)" in row and "1.50x" in row

@@ -193,4 +193,4 @@ def test_retrain_with_mined_negatives(project: Path, sampler: str, mined: str, l
     assert report["minings"] == params["retrain"]["epochs"]  # once per epoch
     assert 0.5 < report["mined_coverage"] <= 1
     assert "mined negatives:" in done.stderr
-    assert f"({mined}) in the self-adversarial softmax" in done.stderr
+    assert f"({mined}) in the {loss} loss's softmax" in done.stderr

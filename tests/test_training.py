@@ -296,3 +296,20 @@ def test_wrong_kind_raises_with_path(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="expected kge") as info:
         load_kge(path)
     assert str(path) in str(info.value)
+
+
+def test_selection_subset_is_the_validators_subset(kg: KnowledgeGraph) -> None:
+    from dhns.training.kgc import selection_subset
+
+    assert torch.equal(selection_subset(7, 0, gen(0)), torch.arange(7))
+    assert torch.equal(selection_subset(7, 10, gen(0)), torch.arange(7))
+    pick = selection_subset(len(kg.valid), 20, gen(3))
+    assert len(pick) == 20 and torch.equal(pick, pick.sort().values)
+    assert torch.equal(pick, selection_subset(len(kg.valid), 20, gen(3)))
+    # the validator scores exactly these triples: same MRR as evaluating them directly
+    model = rotate(kg, 0)
+    filt = FilterIndex(kg.all_triples(), kg.num_relations)
+    validate = validator(kg.valid, filt, kg.num_entities, 20, 64, gen(3))
+    direct = evaluate(model.link_predictor(), kg.valid[pick], filt, kg.num_entities,
+                      batch_size=64, progress=False)["mrr"]
+    assert validate(model) == pytest.approx(float(direct))

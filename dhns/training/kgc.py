@@ -104,12 +104,19 @@ def with_extra_loss(base: LossFn, extra: LossFn) -> LossFn:
     return loss_fn
 
 
+def selection_subset(num_valid: int, max_triples: int, generator: torch.Generator) -> Tensor:
+    """Sorted indices of the validation triples that select the checkpoint: a fixed random
+    ``max_triples`` of them (all when ``max_triples`` is 0 or not smaller)."""
+    if max_triples and num_valid > max_triples:
+        return torch.randperm(num_valid, generator=generator)[:max_triples].sort().values
+    return torch.arange(num_valid)
+
+
 def validator(valid: Tensor, filter_index: FilterIndex, num_entities: int,
               max_triples: int, batch_size: int, generator: torch.Generator) -> Validate:
-    """Filtered realistic MRR on a fixed random subset of ``valid`` (both sides)."""
-    if max_triples and len(valid) > max_triples:
-        pick = torch.randperm(len(valid), generator=generator)[:max_triples]
-        valid = valid[pick.sort().values]
+    """Filtered realistic MRR on a fixed random subset of ``valid`` (both sides; see
+    :func:`selection_subset`)."""
+    valid = valid[selection_subset(len(valid), max_triples, generator)]
 
     def validate(model: MultimodalKGE) -> float:
         result = evaluate(model.link_predictor(), valid, filter_index, num_entities,
