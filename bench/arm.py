@@ -149,7 +149,13 @@ def main() -> None:
         **evaluate_arm(work, args.stage, params.eval.batch_size, params.kge.compile,
                        arm_selection(work, params)),
     }
-    atomic_write_json(args.out / f"{dataset}-{args.name}-seed{args.seed}.json", result)
+    path = args.out / f"{dataset}-{args.name}-seed{args.seed}.json"
+    if args.evaluate_only and path.exists():  # keep how and when the training ran
+        earlier = json.loads(path.read_text())
+        result.update({k: earlier[k] for k in ("command", "date", "machine", "stage_seconds")
+                       if k in earlier})
+        result["evaluated"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="minutes")
+    atomic_write_json(path, result)
     print(f"{dataset} {args.name} seed {args.seed}: valid MRR {result['valid']['mrr']:.4f}, "
           f"test MRR {result['test']['mrr']:.4f}, "
           f"{stage_metrics.get('seconds_per_epoch')} s/epoch")
