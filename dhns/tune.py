@@ -106,9 +106,9 @@ def run_study(base: dict, space: dict[str, dict], kg: KnowledgeGraph,
     study = optuna.create_study(
         study_name="dhns", storage=f"sqlite:///{(out / STUDY_FILE).resolve()}",
         load_if_exists=True, direction="maximize",
-        # seed + number of finished trials: a resumed study does not replay the same draws
-        sampler=optuna.samplers.TPESampler(seed=seed * 1000 + _trial_count(out)),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=prune_after))
+    # seeded by the number of earlier trials: a resumed study does not replay the same draws
+    study.sampler = optuna.samplers.TPESampler(seed=seed * 1000 + len(study.trials))
     log(f"tune: study {out / STUDY_FILE} with {len(study.trials)} earlier trials; "
         f"{trials} more, {len(space)} keys")
 
@@ -137,11 +137,6 @@ def run_study(base: dict, space: dict[str, dict], kg: KnowledgeGraph,
     study.optimize(objective, n_trials=trials, timeout=timeout, callbacks=[write_results],
                    gc_after_trial=True)
     return study
-
-
-def _trial_count(out: Path) -> int:
-    path = out / TRIALS_FILE
-    return max(0, len(path.read_text().splitlines()) - 1) if path.exists() else 0
 
 
 def write_tables(study: Any, space: dict[str, dict], out: Path) -> None:
