@@ -41,10 +41,8 @@ from dhns.evaluation.evaluator import evaluate
 from dhns.evaluation.filter import FilterIndex
 from dhns.io import atomic_write_json
 from dhns.kge.build import compile_scoring
-from dhns.seeding import seeded
 from dhns.training.checkpoint import load_kge
-from dhns.training.kgc import selection_subset
-from dhns.training.pretrain import VALID_OFFSET
+from dhns.training.pretrain import selection_indices
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_ARTIFACTS = ("prepared", "pretrain", "diffusion")
@@ -105,8 +103,7 @@ def evaluate_arm(work: Path, stage: str, batch_size: int, compile_kernels: bool,
 def arm_selection(work: Path, params) -> torch.Tensor:
     """The validation subset the arm's stage chose its checkpoint on (same seed, same draw)."""
     kg = KnowledgeGraph.load(work / "artifacts" / "prepared")
-    return selection_subset(len(kg.valid), params.pretrain.max_valid,
-                            seeded(params.seed, VALID_OFFSET))
+    return selection_indices(params, len(kg.valid))
 
 
 def main() -> None:

@@ -6,8 +6,9 @@ Usage (from a project folder whose pipeline has run at least up to the diffusion
 
 Two copies of the pretrained checkpoint train side by side on the same batches: ``uniform``
 (the self-adversarial loss, as the ``uniform`` stage) and ``dhns`` (plus NTAT's ``lambda L_HA``
-built by the ``retrain`` stage's own ``build_ntat`` from ``params.yaml``). They alternate in
-rounds of ``--steps`` steps so that both see the same machine load; the first round warms up
+built by ``dhns.negatives.ntat.ntat_from_params`` from ``params.yaml``, as the ``retrain``
+stage builds it). They alternate in rounds of ``--steps`` steps so that both see the same
+machine load; the first round warms up
 (compilation, allocator) and is not counted. The stage metrics' ``epoch_time_vs_uniform``
 compares two stages run at different times, which on a shared machine says more about the load
 than about DHNS; this does not.
@@ -71,7 +72,8 @@ def measure_overhead(load_model: Callable[[], MultimodalKGE], ntat: NTATLoss,
 
     Args:
         load_model: returns a fresh copy of the starting KGE (called twice).
-        ntat: the DHNS loss term, as the retrain stage builds it (``stages.retrain.build_ntat``).
+        ntat: the DHNS loss term, as the retrain stage builds it
+            (``dhns.negatives.ntat.ntat_from_params``).
         train: (N, 3) training triples; batches of ``params.retrain.batch_size`` are drawn
             from one fixed permutation, the same for both runs.
         params: ``kge`` and ``retrain`` settings (negatives, batch size, learning rate).
@@ -148,8 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     # Imported here: reading checkpoints is the pipeline's format, not the measurement's.
     from dhns.data import KnowledgeGraph
     from dhns.device import resolve_device
+    from dhns.negatives.ntat import ntat_from_params
     from dhns.training.checkpoint import load_kge, load_sampler
-    from stages.retrain import build_ntat
 
     for path in (args.params, args.checkpoint, args.sampler, args.prepared):
         if not path.exists():
@@ -166,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         return model
 
     sampler, _ = load_sampler(args.sampler, device, vocabulary, args.prepared)
-    ntat = build_ntat(params, sampler, torch.Generator().manual_seed(params.seed + 1))
+    ntat = ntat_from_params(params, sampler, torch.Generator().manual_seed(params.seed + 1))
     result = measure_overhead(load_model, ntat, kg.train.to(device), params,
                               rounds=args.rounds, steps=args.steps, seed=params.seed)
     result = {

@@ -35,10 +35,10 @@ from dhns.negatives.diagnostics import (
     loss_gradient_report,
     real_entity_diagnostics,
 )
-from dhns.negatives.ntat import embed_with_generated
+from dhns.negatives.ntat import embed_with_generated, ntat_from_params
+from dhns.seeding import seeded
 from dhns.training.checkpoint import load_kge, load_sampler
 from dhns.training.kgc import uniform_loss
-from stages.retrain import build_ntat
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -58,8 +58,8 @@ def main() -> None:
     sampler, _ = load_sampler(args.run / "artifacts" / "diffusion" / "sampler.pt", "cpu",
                               vocabulary, prepared)
     cfg = params.retrain
-    gen = torch.Generator().manual_seed(params.seed * 1000 + 70)
-    ntat = build_ntat(params, sampler, gen)  # the retrain stage's own NTAT term
+    gen = seeded(params.seed, 70)
+    ntat = ntat_from_params(params, sampler, gen)  # the retrain stage's own NTAT term
     hier = ntat.generator
     pick = torch.randperm(len(kg.train), generator=gen)[:args.triples]
     batch = kg.train[pick]

@@ -12,11 +12,11 @@ from dhns.config import Params, continuation_kge, to_dict
 from dhns.device import resolve_device
 from dhns.kge.build import compile_scoring
 from dhns.training.checkpoint import load_kge, save_kge
-from dhns.training.kgc import kgc_loss, validator, with_extra_loss
-from dhns.training.pretrain import VALID_OFFSET
+from dhns.training.kgc import kgc_loss, with_extra_loss
+from dhns.training.pretrain import selection_validator
 from dhns.training.trainer import LossFn, Trainer
 from stages.common import METRICS, PLOTS, PREPARED, PRETRAIN_CKPT, generator, log
-from stages.inputs import filter_index, load_prepared
+from stages.inputs import load_prepared
 from stages.reporting import write_history
 
 #: Builds the ordinary loss term from the training generator (default: ``kgc_loss``).
@@ -42,8 +42,7 @@ def continue_training(params: Params, name: str, out: Path, extra_loss: LossFn |
             else base_loss(gen))
     loss_fn = base if extra_loss is None else with_extra_loss(base, extra_loss)
 
-    validate = validator(kg.valid, filter_index(kg), kg.num_entities, params.pretrain.max_valid,
-                         params.eval.batch_size, generator(params, offset=VALID_OFFSET))
+    validate = selection_validator(params, kg)
     log(f"{name}: continuing from the pretrained checkpoint for {cfg.epochs} epochs")
     trainer = Trainer(model, kg.train, loss_fn, epochs=cfg.epochs, batch_size=cfg.batch_size,
                       lr=cfg.lr, generator=gen, validate=validate, eval_every=cfg.eval_every,

@@ -24,6 +24,7 @@ from dhns.negatives.mined import (
     mine_by_diffusion,
     mine_by_score,
 )
+from dhns.negatives.ntat import ntat_from_params
 from dhns.training.checkpoint import load_kge, load_sampler
 from dhns.training.kgc import kgc_loss
 from stages.common import (
@@ -40,25 +41,6 @@ from stages.common import (
 )
 from stages.continued import BaseLoss, continue_training
 from stages.inputs import load_prepared
-
-
-def build_ntat(params: Params, sampler: DiffusionSampler, rng: torch.Generator) -> NTATLoss:
-    """NTAT's loss term as the ``retrain`` and ``model`` params ask for (``faithful``: full
-    ancestral chain, fresh negatives for the whole batch at every step)."""
-    cfg = params.retrain
-    faithful = cfg.faithful
-    hier = HierarchicalGenerator(sampler, params.model.levels,
-                                 None if faithful else params.model.sampling_steps)
-    return NTATLoss(
-        hier, cfg.lambda_ha, cfg.level_weights, cfg.level_margins if cfg.margins else None,
-        rng=rng,
-        refresh_every=1 if faithful else cfg.refresh_every,
-        generate_fraction=1.0 if faithful else cfg.generate_fraction,
-        joint_lr=params.model.lr if cfg.joint else None,
-        adversarial_temperature=(params.kge.adversarial_temperature
-                                 if cfg.ha_weighting == "adversarial" else None),
-        positive_term=cfg.positive_term,
-    )
 
 
 def mined_negatives(params: Params, kg: KnowledgeGraph, sampler: DiffusionSampler | None,
@@ -152,7 +134,7 @@ def run(params: Params) -> dict:
     if cfg.sampler == "uniform" or cfg.lambda_ha == 0:
         log("retrain: no NTAT term (retrain.sampler uniform or lambda_ha 0)")
         return finish(continue_training(params, "retrain", DHNS_CKPT, None, base_loss))
-    ntat = build_ntat(params, sampler, generator(params, offset=4))
+    ntat = ntat_from_params(params, sampler, generator(params, offset=4))
     hier = ntat.generator
     sampling_steps = hier.sampling_steps
     log(f"retrain: DHNS negatives at t={hier.levels} of T={sampler.num_steps}, "

@@ -150,7 +150,7 @@ def test_overhead_interleaves_uniform_and_dhns_steps(tmp_path: Path) -> None:
     from dhns.data import generate_synthetic, load_dataset
     from dhns.diffusion.sampler import DiffusionSampler
     from dhns.kge.model import STRUCTURE, KGEModelConfig, MultimodalKGE
-    from stages.retrain import build_ntat
+    from dhns.negatives.ntat import ntat_from_params
 
     generate_synthetic(SyntheticConfig(num_entities=60, num_types=3, num_relations=4,
                                        triples_per_relation=60), tmp_path / "tiny")
@@ -163,7 +163,7 @@ def test_overhead_interleaves_uniform_and_dhns_steps(tmp_path: Path) -> None:
         return MultimodalKGE(cfg, {}, torch.Generator().manual_seed(0))
 
     sampler = DiffusionSampler(16, ["structure:tail", "structure:head"], steps=20)
-    ntat = build_ntat(params, sampler, torch.Generator().manual_seed(1))
+    ntat = ntat_from_params(params, sampler, torch.Generator().manual_seed(1))
     result = overhead.measure_overhead(load_model, ntat, kg.train, params, rounds=3, steps=4)
     assert result["steps_counted"] == 8
     assert result["steps_per_epoch"] == -(-len(kg.train) // 32)

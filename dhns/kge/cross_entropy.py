@@ -28,8 +28,6 @@ from torch import Tensor
 from dhns.evaluation.filter import FilterIndex
 from dhns.kge.model import MultimodalKGE
 
-CROSS_ENTROPY_LOSSES = ("1vsall", "kvsall", "shared")
-
 
 def _queries(model: MultimodalKGE, h: Tensor, r: Tensor, t: Tensor) -> Tensor:
     """``(2B, D)``: the tail queries of ``(h, r)`` then the head queries of ``(r, t)``."""

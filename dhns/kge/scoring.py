@@ -195,8 +195,8 @@ class Reciprocal(Scorer):
     """
 
     def __init__(self, base: Scorer) -> None:
+        self.base = base  # first: Scorer.__init__ sets ``fused``, which lives on the base
         super().__init__(base.dim, base.gamma)
-        self.base = base
         self.name = base.name
         self.distance_based = base.distance_based
         self.entity_factor = base.entity_factor
@@ -208,9 +208,8 @@ class Reciprocal(Scorer):
         return self.base.fused
 
     @fused.setter
-    def fused(self, value: bool) -> None:  # Scorer.__init__ assigns it before base exists
-        if "base" in self.__dict__:
-            self.base.fused = value
+    def fused(self, value: bool) -> None:
+        self.base.fused = value
 
     def fuse(self) -> bool:
         return self.base.fuse()

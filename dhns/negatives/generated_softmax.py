@@ -19,7 +19,7 @@ from dhns.kge.loss import score_with_negatives, self_adversarial
 from dhns.kge.model import MultimodalKGE
 from dhns.kge.negatives import NegativeBatch
 from dhns.negatives.hierarchical import HierarchicalGenerator
-from dhns.negatives.mined import MinedCandidates
+from dhns.negatives.mined import TripleRows
 from dhns.negatives.ntat import embed_with_generated
 
 
@@ -37,7 +37,7 @@ def generate_for_triples(model: MultimodalKGE, hier: HierarchicalGenerator, trip
     return torch.cat(parts)
 
 
-class GeneratedCandidates(MinedCandidates):
+class GeneratedCandidates(TripleRows):
     """Per training triple and side, the ``L`` generated embeddings of the last generation.
 
     ``level_weights`` (L,) are the levels' prior weights in the softmax (> 0).
@@ -45,7 +45,7 @@ class GeneratedCandidates(MinedCandidates):
 
     def __init__(self, triples: Tensor, num_entities: int, num_relations: int,
                  level_weights: list[float]) -> None:
-        super().__init__(triples, num_entities, num_relations, k=0)
+        super().__init__(triples, num_entities, num_relations)
         self.log_prior = torch.tensor(level_weights, dtype=torch.float32).log()
         self.embeddings: Tensor | None = None
 

@@ -30,24 +30,20 @@ from dhns.kge.model import MultimodalKGE
 from dhns.kge.negatives import NegativeBatch
 from dhns.negatives.hierarchical import HierarchicalGenerator
 from dhns.negatives.ntat import embed_with_generated
+from dhns.training.trainer import LossFn
 
 #: Score given to padding slots (no candidate mined); their softmax weight is exactly 0.
 PADDING_SCORE = -30.0
 SIDES = ("tail", "head")
 
 
-class MinedCandidates:
-    """Per training triple and side, up to ``k`` mined candidate entity ids (``-1``: none).
+class TripleRows:
+    """Finds the row of any training triple in a store aligned with ``triples``, by a sorted
+    key, so batches may come in any order."""
 
-    ``ids`` is ``(n, 2, k)`` int64 aligned with ``triples`` (side 0: tail candidates for
-    ``(h, r, ?)``, side 1: head candidates for ``(?, r, t)``); :meth:`lookup` finds the rows
-    of any batch of training triples by a sorted key, so batches may come in any order.
-    """
-
-    def __init__(self, triples: Tensor, num_entities: int, num_relations: int, k: int) -> None:
+    def __init__(self, triples: Tensor, num_entities: int, num_relations: int) -> None:
         self.num_entities, self.num_relations = num_entities, num_relations
         self.keys, self.order = self._keys(triples.cpu()).sort()
-        self.ids = torch.full((len(triples), 2, k), -1, dtype=torch.long)
 
     def _keys(self, triples: Tensor) -> Tensor:
         h, r, t = triples.unbind(1)
@@ -60,6 +56,18 @@ class MinedCandidates:
         if not bool((self.keys[pos] == keys).all()):
             raise ValueError("mined candidates are looked up for a triple not in training")
         return self.order[pos]
+
+
+class MinedCandidates(TripleRows):
+    """Per training triple and side, up to ``k`` mined candidate entity ids (``-1``: none).
+
+    ``ids`` is ``(n, 2, k)`` int64 aligned with ``triples`` (side 0: tail candidates for
+    ``(h, r, ?)``, side 1: head candidates for ``(?, r, t)``).
+    """
+
+    def __init__(self, triples: Tensor, num_entities: int, num_relations: int, k: int) -> None:
+        super().__init__(triples, num_entities, num_relations)
+        self.ids = torch.full((len(triples), 2, k), -1, dtype=torch.long)
 
     def lookup(self, batch: Tensor, corrupt_tail: Tensor) -> Tensor:
         """``(B, k)`` candidate ids for the side each positive corrupts (``-1``: padding)."""
@@ -190,8 +198,6 @@ def mined_loss(model: MultimodalKGE, batch: Tensor, negatives: NegativeBatch, mi
 
 
 MineFn = Callable[[MultimodalKGE], Tensor]
-#: (model, batch (B, 3), step) -> (loss, stats), as the trainer's loss terms.
-LossFn = Callable[[MultimodalKGE, Tensor, int], tuple[Tensor, dict[str, float]]]
 
 
 class MinedNegativeLoss:

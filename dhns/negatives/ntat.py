@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from dhns.config import Params
 from dhns.diffusion.sampler import DiffusionSampler
 from dhns.kge.model import MultimodalKGE
 from dhns.negatives.hierarchical import GeneratedNegatives, HierarchicalGenerator
@@ -201,3 +202,23 @@ class NTATLoss:
         loss.backward()
         self.joint_optimizer.step()
         sampler.eval()
+
+
+def ntat_from_params(params: Params, sampler: DiffusionSampler, rng: torch.Generator
+                     ) -> NTATLoss:
+    """NTAT's loss term as the ``retrain`` and ``model`` params ask for (``faithful``: full
+    ancestral chain, fresh negatives for the whole batch at every step)."""
+    cfg = params.retrain
+    faithful = cfg.faithful
+    hier = HierarchicalGenerator(sampler, params.model.levels,
+                                 None if faithful else params.model.sampling_steps)
+    return NTATLoss(
+        hier, cfg.lambda_ha, cfg.level_weights, cfg.level_margins if cfg.margins else None,
+        rng=rng,
+        refresh_every=1 if faithful else cfg.refresh_every,
+        generate_fraction=1.0 if faithful else cfg.generate_fraction,
+        joint_lr=params.model.lr if cfg.joint else None,
+        adversarial_temperature=(params.kge.adversarial_temperature
+                                 if cfg.ha_weighting == "adversarial" else None),
+        positive_term=cfg.positive_term,
+    )

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from torch import Tensor
+
 from dhns.config import Params
 from dhns.data.kg import KnowledgeGraph
 from dhns.device import resolve_device
@@ -13,12 +15,26 @@ from dhns.features.table import FeatureTable
 from dhns.kge.build import build_kge, compile_scoring
 from dhns.kge.model import MultimodalKGE
 from dhns.seeding import seeded
-from dhns.training.kgc import kgc_loss, validator
-from dhns.training.trainer import Trainer, TrainResult
+from dhns.training.kgc import kgc_loss, selection_subset, validator
+from dhns.training.trainer import Trainer, TrainResult, Validate
 
 #: Offsets of the generators pretraining derives from ``params.seed``
 #: (:func:`dhns.seeding.seeded`); the continuation stages validate with the same subset.
 TRAIN_OFFSET, VALID_OFFSET = 1, 99
+
+
+def selection_validator(params: Params, kg: KnowledgeGraph) -> Validate:
+    """Filtered MRR on the fixed validation subset every training stage selects its epoch on
+    (``pretrain.max_valid`` triples, drawn from ``params.seed``)."""
+    return validator(kg.valid, FilterIndex(kg.all_triples(), kg.num_relations),
+                     kg.num_entities, params.pretrain.max_valid, params.eval.batch_size,
+                     seeded(params.seed, VALID_OFFSET))
+
+
+def selection_indices(params: Params, num_valid: int) -> Tensor:
+    """Indices of that subset among ``num_valid`` validation triples (the same draw)."""
+    return selection_subset(num_valid, params.pretrain.max_valid,
+                            seeded(params.seed, VALID_OFFSET))
 
 
 @dataclass
@@ -49,12 +65,10 @@ def pretrain_kge(params: Params, kg: KnowledgeGraph, features: dict[str, Feature
     log(f"pretrain: loss {kge.loss}{', reciprocal relations' if kge.reciprocal else ''}"
         f"{f', N3 {kge.n3}' if kge.n3 else ''}, lr {cfg.lr} ({cfg.lr_schedule}"
         f"{f', {cfg.warmup_epochs} warm-up epochs' if cfg.warmup_epochs else ''})")
-    validate = validator(kg.valid, FilterIndex(kg.all_triples(), kg.num_relations),
-                         kg.num_entities, cfg.max_valid, params.eval.batch_size,
-                         seeded(params.seed, VALID_OFFSET))
     trainer = Trainer(
         model, kg.train, kgc_loss(kge, kg, gen), epochs=cfg.epochs, batch_size=cfg.batch_size,
-        lr=cfg.lr, generator=gen, validate=validate, eval_every=cfg.eval_every,
+        lr=cfg.lr, generator=gen, validate=selection_validator(params, kg),
+        eval_every=cfg.eval_every,
         patience=cfg.patience, log=log, progress=progress, desc="pretrain",
         on_epoch_end=on_epoch_end, lr_schedule=cfg.lr_schedule, warmup_epochs=cfg.warmup_epochs)
     return Pretrained(model, trainer.fit())
