@@ -37,10 +37,10 @@ from dhns.config import Params, load_params
 from dhns.io import atomic_write_json
 from dhns.kge.build import compile_scoring
 from dhns.kge.model import MultimodalKGE
-from dhns.kge.negatives import NegativeSampler
 from dhns.negatives import NTATLoss
 from dhns.optim import adam
-from dhns.training.kgc import uniform_loss, with_extra_loss
+from dhns.samplers import SamplerContext, build_sampler, sampler_options
+from dhns.training.kgc import sampled_loss, with_extra_loss
 
 PARTS = ("forward", "backward", "optimizer")
 
@@ -88,10 +88,10 @@ def measure_overhead(load_model: Callable[[], MultimodalKGE], ntat: NTATLoss,
     num_relations = models["uniform"].config.num_relations
     losses, optimizers = {}, {}
     for name, model in models.items():
-        sampler = NegativeSampler(num_entities, params.kge.num_negatives,
-                                  mode=params.kge.negative_sampler, train=train,
-                                  num_relations=num_relations)
-        base = uniform_loss(sampler, params.kge.adversarial_temperature,
+        context = SamplerContext(num_entities, num_relations, train)
+        sampler = build_sampler(params.kge.negative_sampler, context, params.kge.num_negatives,
+                                sampler_options(params.kge))
+        base = sampled_loss(sampler, params.kge.adversarial_temperature,
                             torch.Generator().manual_seed(seed))
         optimizers[name] = adam(model.parameters(), lr=cfg.lr)
         losses[name] = base if name == "uniform" else with_extra_loss(base, ntat)

@@ -29,16 +29,16 @@ from dhns.config import params_from_dict, to_dict
 from dhns.data.kg import KnowledgeGraph
 from dhns.evaluation.filter import FilterIndex
 from dhns.io import atomic_write_json
-from dhns.kge.negatives import NegativeSampler
 from dhns.negatives.diagnostics import (
     generated_ranks,
     loss_gradient_report,
     real_entity_diagnostics,
 )
 from dhns.negatives.ntat import embed_with_generated, ntat_from_params
+from dhns.samplers.corruption import uniform_sampler
 from dhns.seeding import seeded
 from dhns.training.checkpoint import load_kge, load_sampler
-from dhns.training.kgc import uniform_loss
+from dhns.training.kgc import sampled_loss
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -80,8 +80,8 @@ def main() -> None:
                     "without_margin": round(float(-F.logsigmoid(-neg[k]).mean()), 4),
                     "above_best_wrong": round(float((ranks[k] == 1).double().mean()), 4)}
             for k, level in enumerate(levels)}
-    ordinary = NegativeSampler(kg.num_entities, params.kge.num_negatives)
-    kgc = uniform_loss(ordinary, params.kge.adversarial_temperature, gen)
+    ordinary = uniform_sampler(kg.num_entities, params.kge.num_negatives)
+    kgc = sampled_loss(ordinary, params.kge.adversarial_temperature, gen)
     size = cfg.batch_size
     batches = [kg.train[pick[i:i + size]] for i in range(0, min(len(pick), 4 * size), size)]
     report["loss_gradients"] = loss_gradient_report(model, batches, kgc, ntat, gen)  # 2.

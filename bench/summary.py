@@ -3,6 +3,8 @@
 Usage::
 
     python -m bench.summary [--results results] [--tag TAG]
+    python -m bench.summary --arms       # screening arms (bench.arm), paired by seed
+    python -m bench.summary --samplers   # the negative-sampler comparison (bench.samplers)
 
 Rows: one per dataset and model (pretrain, uniform, dhns). Realistic-tie MRR and Hits@1/3/10
 as ``mean ± std`` over the seeds found (``± std`` is omitted with one seed; std is the sample
@@ -135,6 +137,46 @@ def arms_table(arms: dict[str, dict[str, dict[int, dict]]], baseline: str = "uni
     return "\n".join(lines)
 
 
+def samplers_table(results: Path) -> str:
+    """The sampler comparison (``bench.samplers``): per dataset and sampler, test MRR and
+    Hits@k, valid MRR and held-out valid MRR, mean over the seeds found, the paired test
+    difference against ``uniform``, and epoch time against uniform's."""
+    lines = ["| dataset | sampler | seeds | test MRR | H@1 | H@3 | H@10 | valid MRR | "
+             "held-out valid | test - uniform | s/epoch (x uniform) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    by_dataset: dict[str, dict[int, dict]] = defaultdict(dict)
+    for path in sorted(results.glob("*-samplers-seed*.json")):
+        table = json.loads(path.read_text())
+        by_dataset[table["dataset"]][int(table["seed"])] = table["rows"]
+    for dataset, by_seed in by_dataset.items():
+        names = list(dict.fromkeys(n for rows in by_seed.values() for n in rows))
+        for name in names:
+            seeds = sorted(s for s, rows in by_seed.items() if name in rows)
+            got = [by_seed[s][name] for s in seeds]
+
+            def mean(key: str, rows: list[dict] = got) -> str:
+                values = [r[key] for r in rows if r.get(key) is not None]
+                return _cell(values) if values else "-"
+
+            paired = [s for s in seeds if "uniform" in by_seed[s]]
+            if name != "uniform" and paired:
+                diff = _signed([by_seed[s][name]["test_mrr"] - by_seed[s]["uniform"]["test_mrr"]
+                                for s in paired])
+                ratio = statistics.mean(by_seed[s][name]["seconds_per_epoch"]
+                                        / by_seed[s]["uniform"]["seconds_per_epoch"]
+                                        for s in paired)
+                speed = f"{statistics.mean(r['seconds_per_epoch'] for r in got):.1f} " \
+                        f"({ratio:.2f}x)"
+            else:
+                diff = "-"
+                speed = f"{statistics.mean(r['seconds_per_epoch'] for r in got):.1f}"
+            lines.append(f"| {dataset} | {name} | {','.join(map(str, seeds))} | "
+                         f"{mean('test_mrr')} | {mean('test_hits@1')} | {mean('test_hits@3')} | "
+                         f"{mean('test_hits@10')} | {mean('valid_mrr')} | "
+                         f"{mean('valid_held_out_mrr')} | {diff} | {speed} |")
+    return "\n".join(lines)
+
+
 def _signed(values: list[float]) -> str:
     if len(values) == 1:
         return f"{values[0]:+.4f}"
@@ -149,7 +191,15 @@ def main() -> None:
                         help="the screening arms of results/arms (bench.arm) instead")
     parser.add_argument("--baseline", default="uniform",
                         help="with --arms: the arm every other one is paired with")
+    parser.add_argument("--samplers", action="store_true",
+                        help="the negative-sampler comparison (bench.samplers) instead")
     args = parser.parse_args()
+    if args.samplers:
+        if not any(args.results.glob("*-samplers-seed*.json")):
+            raise SystemExit(f"no <DS>-samplers-seed<N>.json in {args.results} "
+                             "(run python -m bench.samplers)")
+        print(samplers_table(args.results))
+        return
     if args.arms:
         arms = load_arms(args.results / "arms")
         if not arms:

@@ -12,7 +12,7 @@ recorded before, during (once per round) and after.
 
 Training (RotatE, structure only, self-adversarial loss, Adam): one step = sample negatives,
 loss, backward, Adam step, exactly as :class:`dhns.training.trainer.Trainer` with
-:func:`dhns.training.kgc.uniform_loss`. PyKEEN's ``SLCWATrainingLoop`` is timed from the end of
+:func:`dhns.training.kgc.sampled_loss`. PyKEEN's ``SLCWATrainingLoop`` is timed from the end of
 its first batch to the end of its last one of each call (so model reset and data-loader start-up
 are excluded, while its per-batch loading and negative sampling are included, like ours).
 
@@ -45,9 +45,9 @@ from dhns.evaluation import FilterIndex, evaluate
 from dhns.io import atomic_write_json
 from dhns.kge.loss import kge_loss, score_with_negatives
 from dhns.kge.model import KGEModelConfig, MultimodalKGE
-from dhns.kge.negatives import NegativeSampler
 from dhns.kge.scoring import RotatE
 from dhns.optim import adam
+from dhns.samplers.corruption import uniform_sampler
 
 
 @dataclass
@@ -130,7 +130,7 @@ class OursTrainer:
         elif fused:  # what the pipeline does with kge.compile: true (the default)
             self.model.scorer.fuse()
         self.optimizer = adam(self.model.parameters(), lr=cfg.lr)
-        self.sampler = NegativeSampler(kg.num_entities, cfg.num_negatives, cfg.chunk_size)
+        self.sampler = uniform_sampler(kg.num_entities, cfg.num_negatives, cfg.chunk_size)
         self.generator = torch.Generator().manual_seed(cfg.seed + 1)
         self.temperature = cfg.temperature
         self.train = kg.train

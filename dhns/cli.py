@@ -8,7 +8,6 @@ the commands so ``dhns --help`` stays fast.
 
 from __future__ import annotations
 
-import difflib
 import functools
 import importlib
 import json
@@ -409,6 +408,28 @@ def results_command(
     typer.echo(_results_table(results))
 
 
+@app.command("samplers")
+@report_user_errors
+def samplers_command() -> None:
+    """List the registered negative samplers (`kge.negative_sampler`): their options with
+    defaults (set them under `kge.sampler_options.<name>`), whether they draw one candidate row
+    per positive, whether they read the model, and what they cost beyond uniform."""
+    import dataclasses
+
+    from dhns.samplers import known_samplers, sampler_class
+
+    rows = []
+    for name in known_samplers():
+        cls = sampler_class(name)
+        options = ", ".join(f"{f.name}={f.default}" for f in dataclasses.fields(cls.Options))
+        rows.append([name, "yes" if cls.per_positive else "shared", "yes" if cls.uses_model
+                     else "no", options or "-"])
+    typer.echo(_table(["sampler", "per positive", "reads model", "options"], rows, "llll"))
+    typer.echo("")
+    for name in known_samplers():
+        typer.echo(f"{name}: {sampler_class(name).cost}")
+
+
 # --------------------------------------------------------------------------- data
 
 
@@ -501,28 +522,6 @@ def data_info(
 # --------------------------------------------------------------------------- predict
 
 
-def resolve_name(query: str, names: Sequence[str], keys: Sequence[str], what: str) -> int:
-    """Index of ``query`` among names or keys: exact match first, then case-insensitive.
-
-    Raises ValueError when nothing (or more than one item) matches, with up to 3 close
-    suggestions.
-    """
-    for match in (lambda s: s == query, lambda s: s.casefold() == query.casefold()):
-        for column in (names, keys):
-            hits = sorted({i for i, s in enumerate(column) if match(s)})
-            if len(hits) == 1:
-                return hits[0]
-            if len(hits) > 1:
-                options = ", ".join(repr(keys[i]) for i in hits[:5])
-                raise ValueError(f"{what} {query!r} is ambiguous: give one of the keys {options}")
-    folded = {}
-    for s in list(names) + list(keys):
-        folded.setdefault(s.casefold(), s)
-    close = difflib.get_close_matches(query.casefold(), list(folded), n=3, cutoff=0.5)
-    hint = f"; did you mean {', '.join(repr(folded[c]) for c in close)}?" if close else ""
-    raise ValueError(f"unknown {what} {query!r}{hint}")
-
-
 @app.command("predict")
 @report_user_errors
 def predict_command(
@@ -542,40 +541,30 @@ def predict_command(
     rank, entity and score (higher is more plausible); a * marks answers known to be true
     (in train, valid or test). Reads the checkpoint and the dataset; writes nothing.
     """
-    import torch
+    from dhns.api import load
 
     if (head is None) == (tail is None):
         raise ValueError("give exactly one of --head (predict tails) or --tail (predict heads)")
     if k < 1:
         raise ValueError("-k must be >= 1")
-    model, _, kg = _load_pair(checkpoint, dataset, device)
-    anchor_name = head if head is not None else tail
-    assert anchor_name is not None
-    anchor = resolve_name(anchor_name, kg.entity_names, kg.entity_keys, "entity")
-    r = resolve_name(relation, kg.relation_names, kg.relation_keys, "relation")
-    predictor = model.link_predictor()
-    dev = predictor.device
-    a_t = torch.tensor([anchor], device=dev)
-    r_t = torch.tensor([r], device=dev)
-    with torch.inference_mode():
-        if head is not None:
-            scores = predictor.score_tails(a_t, r_t)[0]
-        else:
-            scores = predictor.score_heads(r_t, a_t)[0]
-    top = torch.topk(scores.float().cpu(), min(k, kg.num_entities))
-
-    # Known true answers of this query, from every split.
-    triples = kg.all_triples()
-    anchor_col, answer_col = (0, 2) if head is not None else (2, 0)
-    hit = (triples[:, anchor_col] == anchor) & (triples[:, 1] == r)
-    known = set(triples[hit, answer_col].tolist())
-
+    model = load(checkpoint, dataset, device)
+    _warn(model.warnings)
+    kg = model.graph
+    if head is not None:
+        predictions = model.predict_tails(head, relation, k)
+        anchor, column = model.entity_id(head), 0
+    else:
+        assert tail is not None
+        predictions = model.predict_heads(relation, tail, k)
+        anchor, column = model.entity_id(tail), 2
+    known = model.known_answers(anchor, model.relation_id(relation), column)
     h_name = kg.entity_names[anchor] if head is not None else "?"
     t_name = kg.entity_names[anchor] if tail is not None else "?"
-    typer.echo(f"({h_name}, {kg.relation_names[r]}, {t_name}): top {len(top.indices)} of "
+    r_name = kg.relation_names[model.relation_id(relation)]
+    typer.echo(f"({h_name}, {r_name}, {t_name}): top {len(predictions)} of "
                f"{kg.num_entities}; * = known true ({len(known)} in the dataset)")
-    rows = [(f"{rank}{'*' if int(i) in known else ''}", kg.entity_names[int(i)], f"{float(s):.4f}")
-            for rank, (s, i) in enumerate(zip(top.values, top.indices, strict=True), 1)]
+    rows = [(f"{p.rank}{'*' if p.known else ''}", p.entity, f"{p.score:.4f}")
+            for p in predictions]
     typer.echo(_table(["rank", "entity", "score"], rows, align="rlr"))
 
 
@@ -659,6 +648,8 @@ def negatives_command(
         raise ValueError(f"{sampler}: generates modalities {unknown} that {checkpoint} lacks")
     anchor_name = head if head is not None else tail
     assert anchor_name is not None
+    from dhns.api import resolve_name
+
     anchor = resolve_name(anchor_name, kg.entity_names, kg.entity_keys, "entity")
     r = resolve_name(relation, kg.relation_names, kg.relation_keys, "relation")
     direction = "tail" if head is not None else "head"

@@ -145,7 +145,11 @@ class KGEConfig:
     gamma: float = num(6.0, POSITIVE)
     adversarial_temperature: float = num(1.0, NON_NEGATIVE)  # 0: plain mean over negatives
     num_negatives: int = num(64, COUNT)
-    negative_sampler: Literal["uniform", "bernoulli"] = "uniform"
+    # A name in the sampler registry; checked, with sampler_options, when a training stage
+    # builds it (dhns.samplers.sampler_options), so the data stages do not import samplers.
+    negative_sampler: str = "uniform"
+    # Per-sampler params, {name: {option: value}}; each checked against that sampler's Options.
+    sampler_options: dict[str, dict] = field(default_factory=dict)
     compile: bool = True
     # Training regime: ns (self-adversarial negative sampling) or a cross-entropy one.
     loss: Literal["ns", "1vsall", "kvsall", "shared"] = "ns"
@@ -260,6 +264,12 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
             choices = ", ".join(repr(a) for a in args)
             raise ConfigError(f"{key}: {value!r} is not one of {choices}")
         return value
+    if origin is dict or annotation is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__} {value!r}")
+        if origin is None:
+            return dict(value)
+        return {str(k): _coerce(v, args[1], f"{key}.{k}") for k, v in value.items()}
     if origin is list:
         if not isinstance(value, list):
             raise ConfigError(f"{key}: expected a list, got {type(value).__name__} {value!r}")
@@ -287,6 +297,12 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected a string, got {value!r}")
         return value
     raise ConfigError(f"{key}: unsupported type {annotation}")  # pragma: no cover
+
+
+def parse_section(cls: type, raw: dict, prefix: str = "") -> Any:
+    """``raw`` validated into dataclass ``cls`` (keys named under ``prefix``), as every params
+    section is: for plug-in option sections (:func:`dhns.samplers.sampler_options`)."""
+    return _build(cls, raw, prefix)
 
 
 def _build(cls: type, raw: dict, prefix: str = "") -> Any:
@@ -342,6 +358,10 @@ def _check_cross(params: Params) -> None:
     if not any(r.level_weights):  # L_HA is their weighted mean: it divides by the sum
         raise ConfigError("retrain.level_weights: must not all be 0")
     loss = continuation_kge(params).loss
+    if params.kge.negative_sampler != "uniform" and "ns" not in (params.kge.loss, loss):
+        raise ConfigError(f"kge.negative_sampler: {params.kge.negative_sampler} draws the "
+                          f"negatives of kge.loss ns, but pretrain trains with "
+                          f"{params.kge.loss} and the continuations with {loss}")
     if r.mined in ("score", "diffusion") and loss != "ns":
         raise ConfigError(f"retrain.mined: {r.mined} puts real candidates in the negative-"
                           f"sampling softmax, so it needs kge.loss: ns, got {loss}")

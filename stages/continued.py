@@ -11,16 +11,18 @@ import torch
 from dhns.config import Params, continuation_kge, to_dict
 from dhns.device import resolve_device
 from dhns.kge.build import compile_scoring
-from dhns.training.checkpoint import load_kge, save_kge
-from dhns.training.kgc import kgc_loss, with_extra_loss
+from dhns.samplers import NegativeSampler
+from dhns.training.checkpoint import load_kge, restore_negative_sampler, save_kge
+from dhns.training.kgc import kgc_loss, negative_sampler, with_extra_loss
 from dhns.training.pretrain import selection_validator
 from dhns.training.trainer import LossFn, Trainer
 from stages.common import METRICS, PLOTS, PREPARED, PRETRAIN_CKPT, generator, log
 from stages.inputs import load_prepared
 from stages.reporting import write_history
 
-#: Builds the ordinary loss term from the training generator (default: ``kgc_loss``).
-BaseLoss = Callable[[torch.Generator], LossFn]
+#: Builds the ordinary loss term from the training generator and the negative sampler
+#: (None for the cross-entropy regimes; default: ``kgc_loss``).
+BaseLoss = Callable[[torch.Generator, NegativeSampler | None], LossFn]
 
 
 def continue_training(params: Params, name: str, out: Path, extra_loss: LossFn | None,
@@ -38,8 +40,12 @@ def continue_training(params: Params, name: str, out: Path, extra_loss: LossFn |
     log(compile_scoring(model, params.kge.compile, device))
     cfg = params.retrain
     gen = generator(params, offset=3)
-    base = (kgc_loss(continuation_kge(params), kg, gen) if base_loss is None
-            else base_loss(gen))
+    kge = continuation_kge(params)
+    sampler = negative_sampler(kge, kg) if kge.loss == "ns" else None
+    if sampler is not None and restore_negative_sampler(PRETRAIN_CKPT, sampler):
+        log(f"{name}: negative sampler {sampler.name} continues from pretrain's saved state")
+    base = (kgc_loss(kge, kg, gen, sampler=sampler) if base_loss is None
+            else base_loss(gen, sampler))
     loss_fn = base if extra_loss is None else with_extra_loss(base, extra_loss)
 
     validate = selection_validator(params, kg)
@@ -52,6 +58,6 @@ def continue_training(params: Params, name: str, out: Path, extra_loss: LossFn |
     result = trainer.fit()
     save_kge(out, model, meta={"dataset": kg.name, "stage": name, "params": to_dict(params),
                                "best_epoch": result.best_epoch, "history": result.history},
-             vocabulary=kg.vocabulary())
+             vocabulary=kg.vocabulary(), negative_sampler=sampler)
     return write_history(name, result, METRICS, PLOTS,
                          extra={"start_valid_mrr": round(result.start_valid_mrr, 6)})

@@ -20,7 +20,7 @@ def run(params: Params) -> dict:
     save_kge(PRETRAIN_CKPT, done.model, meta={
         "dataset": kg.name, "stage": "pretrain", "params": to_dict(params),
         "best_epoch": done.result.best_epoch, "history": done.result.history},
-        vocabulary=kg.vocabulary())
+        vocabulary=kg.vocabulary(), negative_sampler=done.negative_sampler)
     return write_history("pretrain", done.result, METRICS, PLOTS)
 
 

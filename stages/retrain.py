@@ -25,6 +25,7 @@ from dhns.negatives.mined import (
     mine_by_score,
 )
 from dhns.negatives.ntat import ntat_from_params
+from dhns.samplers import NegativeSampler
 from dhns.training.checkpoint import load_kge, load_sampler
 from dhns.training.kgc import kgc_loss
 from stages.common import (
@@ -65,13 +66,13 @@ def mined_negatives(params: Params, kg: KnowledgeGraph, sampler: DiffusionSample
                                      batch)
     built: list[MinedNegativeLoss] = []
 
-    def base_loss(gen: torch.Generator) -> MinedNegativeLoss:
+    def base_loss(gen: torch.Generator, sampler: NegativeSampler | None) -> MinedNegativeLoss:
         cache = (GeneratedCandidates(kg.train, kg.num_entities, kg.num_relations,
                                      cfg.level_weights) if cfg.mined == "generated" else
                  MinedCandidates(kg.train, kg.num_entities, kg.num_relations,
                                  cfg.mined_negatives))
         built.append(MinedNegativeLoss(
-            kgc_loss(continuation_kge(params), kg, gen, cache), cache, mine,
+            kgc_loss(continuation_kge(params), kg, gen, cache, sampler), cache, mine,
             math.ceil(len(kg.train) / cfg.batch_size), cfg.mine_every, log))
         return built[-1]
 

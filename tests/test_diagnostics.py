@@ -15,7 +15,6 @@ from dhns.diffusion.sampler import DiffusionSampler
 from dhns.evaluation.evaluator import rank_targets
 from dhns.evaluation.filter import FilterIndex
 from dhns.kge.model import STRUCTURE, KGEModelConfig, MultimodalKGE
-from dhns.kge.negatives import NegativeSampler
 from dhns.negatives import HierarchicalGenerator, NTATLoss, hardness_aware_loss
 from dhns.negatives.diagnostics import (
     epoch_coverage,
@@ -29,7 +28,8 @@ from dhns.negatives.diagnostics import (
 )
 from dhns.negatives.ntat import hardness_aware_parts
 from dhns.negatives.pairs import sampler_modalities
-from dhns.training.kgc import uniform_loss, with_extra_loss
+from dhns.samplers.corruption import uniform_sampler
+from dhns.training.kgc import sampled_loss, with_extra_loss
 from dhns.training.trainer import Trainer
 
 N, R, TRAIN = 30, 3, 150
@@ -232,7 +232,7 @@ def test_gradient_norms_and_shares(model: MultimodalKGE) -> None:
 def test_loss_gradient_report(model: MultimodalKGE, hier: HierarchicalGenerator,
                               triples: torch.Tensor, lambda_ha: float) -> None:
     ntat = NTATLoss(hier, lambda_ha, WEIGHTS, MARGINS, gen(7), generate_fraction=0.5)
-    kgc = uniform_loss(NegativeSampler(N, 8, chunk_size=16), 1.0, gen(8))
+    kgc = sampled_loss(uniform_sampler(N, 8, chunk_size=16), 1.0, gen(8))
     batches = [triples[:32], triples[32:64]]
     report = loss_gradient_report(model, batches, kgc, ntat, gen(9))
     assert set(report["norm"]) == set(report["share"]) == {"kgc", "ha_positive", "ha_negative"}
@@ -245,7 +245,7 @@ def test_loss_gradient_report(model: MultimodalKGE, hier: HierarchicalGenerator,
     else:
         assert report["norm"]["ha_positive"] > 0 and report["norm"]["ha_negative"] > 0
     # the same generators give the same report; training state is untouched
-    again = loss_gradient_report(model, batches, uniform_loss(NegativeSampler(N, 8, chunk_size=16),
+    again = loss_gradient_report(model, batches, sampled_loss(uniform_sampler(N, 8, chunk_size=16),
                                                               1.0, gen(8)), ntat, gen(9))
     assert again == report
     assert ntat.generations == 0 and ntat.generated == []
@@ -273,7 +273,7 @@ def test_coverage_is_fraction_over_refresh(model: MultimodalKGE, hier: Hierarchi
     ntat = NTATLoss(hier, 0.01, WEIGHTS, MARGINS, gen(10), refresh_every=refresh,
                     generate_fraction=fraction)
     g = gen(11)
-    loss = with_extra_loss(uniform_loss(NegativeSampler(N, 8, chunk_size=16), 1.0, g), ntat)
+    loss = with_extra_loss(sampled_loss(uniform_sampler(N, 8, chunk_size=16), 1.0, g), ntat)
     Trainer(kge, triples, loss, epochs=epochs, batch_size=batch_size, lr=1e-3, generator=g,
             progress=False, log=lambda _msg: None).fit()
     steps = math.ceil(len(triples) / batch_size)

@@ -10,8 +10,8 @@ from dhns.kge.build import compile_scoring
 from dhns.kge.fused import pairwise_rotate_distance
 from dhns.kge.loss import kge_loss
 from dhns.kge.model import KGEModelConfig, MultimodalKGE
-from dhns.kge.negatives import NegativeSampler
 from dhns.kge.scoring import SCORERS, make_scorer
+from dhns.samplers.corruption import uniform_sampler
 
 GAMMA = 6.0
 
@@ -95,7 +95,7 @@ def test_fused_training_loss_and_ranking_match_eager() -> None:
     batch = torch.stack([torch.randint(30, (13,), generator=g),
                          torch.randint(3, (13,), generator=g),
                          torch.randint(30, (13,), generator=g)], 1)
-    negatives = NegativeSampler(30, 8, chunk_size=4).sample(batch, gen(5))
+    negatives = uniform_sampler(30, 8, chunk_size=4).sample(batch, gen(5))
     losses = []
     for model in (eager, fused):
         loss = kge_loss(model, batch, negatives, temperature=1.0)

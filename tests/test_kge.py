@@ -16,8 +16,13 @@ import torch
 from dhns.kge.fusion import ModalityFusion
 from dhns.kge.loss import kge_loss, score_with_negatives, self_adversarial
 from dhns.kge.model import STRUCTURE, FrozenPredictor, KGEModelConfig, MultimodalKGE
-from dhns.kge.negatives import NegativeSampler, bernoulli_tail_probability
 from dhns.kge.scoring import SCORERS, make_scorer
+from dhns.samplers import SamplerContext, build_sampler
+from dhns.samplers.corruption import (
+    BernoulliSampler,
+    bernoulli_tail_probability,
+    uniform_sampler,
+)
 
 MODELS = ["rotate", "transe", "distmult", "complex"]
 # (entity factor, relation factor) of D and Dr in units of d (scoring.py table)
@@ -338,7 +343,7 @@ def test_score_with_negatives_matches_brute_force(name: str, b: int, chunk_size:
     g = gen(11)
     batch = torch.stack([torch.randint(N, (b,), generator=g), torch.randint(R, (b,), generator=g),
                          torch.randint(N, (b,), generator=g)], 1)
-    sampler = NegativeSampler(N, 6, chunk_size=chunk_size)
+    sampler = uniform_sampler(N, 6, chunk_size=chunk_size)
     neg = sampler.sample(batch, g)
     chunks = -(-b // chunk_size)
     size = -(-b // chunks)
@@ -358,7 +363,7 @@ def test_kge_loss_matches_manual_formula() -> None:
     model = make_model("rotate")
     g = gen(12)
     batch = torch.tensor([[0, 0, 1], [2, 1, 3], [4, 2, 5], [6, 0, 7], [8, 1, 9]])
-    neg = NegativeSampler(N, 4, chunk_size=2).sample(batch, g)
+    neg = uniform_sampler(N, 4, chunk_size=2).sample(batch, g)
     pos, scores = score_with_negatives(model, batch, neg)
     temp = 0.5
     w = torch.softmax(temp * scores, -1)
@@ -380,15 +385,13 @@ def test_self_adversarial_weights_are_detached() -> None:
 
 def test_sampler_is_deterministic_and_in_range() -> None:
     batch = torch.zeros(10, 3, dtype=torch.long)
-    s = NegativeSampler(N, 5, chunk_size=4)
+    s = uniform_sampler(N, 5, chunk_size=4)
     a, b = s.sample(batch, gen(3)), s.sample(batch, gen(3))
     assert torch.equal(a.candidates, b.candidates)
     assert torch.equal(a.corrupt_tail, b.corrupt_tail)
     assert int(a.candidates.min()) >= 0 and int(a.candidates.max()) < N
-    with pytest.raises(ValueError, match="uniform or bernoulli"):
-        NegativeSampler(N, 5, mode="typed")
-    with pytest.raises(ValueError, match="training triples"):
-        NegativeSampler(N, 5, mode="bernoulli")
+    with pytest.raises(KeyError, match="unknown negative sampler 'typed'"):
+        build_sampler("typed", SamplerContext(N), 5)
 
 
 # -- Bernoulli -------------------------------------------------------------------------------
@@ -411,7 +414,7 @@ def test_bernoulli_tail_probability_known_relations() -> None:
 
 def test_bernoulli_sampler_frequencies() -> None:
     train = tiny_graph()
-    s = NegativeSampler(10, 3, chunk_size=8, mode="bernoulli", train=train, num_relations=5)
+    s = BernoulliSampler(SamplerContext(10, 5, train), 3, chunk_size=8)
     batch = torch.tensor([[0, 0, 1]] * 2000 + [[1, 1, 0]] * 2000)
     neg = s.sample(batch, gen(4))
     assert neg.corrupt_tail.shape == (4000,)

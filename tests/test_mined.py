@@ -14,7 +14,6 @@ from dhns.diffusion.sampler import DiffusionSampler
 from dhns.evaluation.filter import FilterIndex
 from dhns.kge.loss import kge_loss
 from dhns.kge.model import STRUCTURE, KGEModelConfig, MultimodalKGE
-from dhns.kge.negatives import NegativeSampler
 from dhns.negatives import HierarchicalGenerator, diffusion_pairs, sampler_modalities
 from dhns.negatives.generated_softmax import (
     GeneratedCandidates,
@@ -29,6 +28,7 @@ from dhns.negatives.mined import (
     mined_loss,
 )
 from dhns.negatives.ntat import embed_with_generated
+from dhns.samplers.corruption import uniform_sampler
 
 K = 5
 
@@ -124,7 +124,7 @@ def test_mine_by_diffusion_takes_the_nearest_real_entities(kg, model, known, hie
 
 def test_no_candidates_is_the_ordinary_loss(kg, model) -> None:
     batch = kg.train[:16]
-    negatives = NegativeSampler(kg.num_entities, 6, chunk_size=4).sample(batch, gen(6))
+    negatives = uniform_sampler(kg.num_entities, 6, chunk_size=4).sample(batch, gen(6))
     none = torch.full((16, K), -1)
     assert torch.allclose(mined_loss(model, batch, negatives, none, 1.0),
                           kge_loss(model, batch, negatives, 1.0), atol=1e-6)
@@ -134,7 +134,7 @@ def test_mined_candidates_get_the_gradient(kg, model) -> None:
     """A mined entity that no uniform negative drew is pushed by the loss (generated
     negatives never give a real entity a gradient; mined ones do)."""
     batch = kg.train[:4]
-    negatives = NegativeSampler(kg.num_entities, 3, chunk_size=4).sample(batch, gen(7))
+    negatives = uniform_sampler(kg.num_entities, 3, chunk_size=4).sample(batch, gen(7))
     used = set(batch[:, [0, 2]].flatten().tolist()) | set(negatives.candidates.flatten().tolist())
     outsider = next(e for e in range(kg.num_entities) if e not in used)
     mined = torch.full((4, K), -1)
@@ -156,7 +156,7 @@ def test_loss_mines_on_schedule(kg, model) -> None:
         calls.append(len(calls))
         return torch.full((len(kg.train), 2, K), -1)
 
-    sampler, draws = NegativeSampler(kg.num_entities, 4), gen(8)
+    sampler, draws = uniform_sampler(kg.num_entities, 4), gen(8)
 
     def with_candidates(model, batch, step):
         return cache.loss(model, batch, sampler.sample(batch, draws), 1.0), {}
@@ -202,7 +202,7 @@ def test_generated_store_holds_each_triples_generated_embeddings(kg, model, hier
 
 def test_generated_negatives_enter_the_softmax_by_prior_and_score(kg, model) -> None:
     batch = kg.train[:16]
-    negatives = NegativeSampler(kg.num_entities, 6, chunk_size=4).sample(batch, gen(9))
+    negatives = uniform_sampler(kg.num_entities, 6, chunk_size=4).sample(batch, gen(9))
     tails = model.all_entity_embeddings()[batch[:, 2]].detach()
     # A zero prior weight removes a level: with every level off this is the ordinary loss.
     off = torch.full((2,), -math.inf)
@@ -228,7 +228,7 @@ def test_generated_candidates_follow_the_corrupted_side(kg, model) -> None:
     cache.store(store)
     order = torch.tensor([3, 1, 0, 2, 7, 6, 5, 4])
     corrupt_tail = torch.tensor([True, False] * 4)
-    negatives = NegativeSampler(kg.num_entities, 3, chunk_size=4).sample(triples[order], gen(10))
+    negatives = uniform_sampler(kg.num_entities, 3, chunk_size=4).sample(triples[order], gen(10))
     negatives.corrupt_tail = corrupt_tail
     expected = generated_loss(model, triples[order], negatives,
                               store[order, (~corrupt_tail).long()], cache.log_prior, 1.0)

@@ -19,7 +19,6 @@ from dhns.config import SyntheticConfig
 from dhns.data.kg import KnowledgeGraph
 from dhns.diffusion.sampler import DiffusionSampler
 from dhns.kge.model import STRUCTURE, KGEModelConfig, MultimodalKGE
-from dhns.kge.negatives import NegativeSampler
 from dhns.negatives import (
     GeneratedNegatives,
     HierarchicalGenerator,
@@ -31,7 +30,8 @@ from dhns.negatives import (
 )
 from dhns.negatives.diagnostics import level_dispersion, level_scores, summarise
 from dhns.negatives.ntat import embed_with_generated
-from dhns.training.kgc import uniform_loss
+from dhns.samplers.corruption import uniform_sampler
+from dhns.training.kgc import sampled_loss
 from dhns.training.trainer import Trainer
 
 SMALL = SyntheticConfig(num_entities=150, num_types=4, num_relations=6, triples_per_relation=150,
@@ -64,14 +64,14 @@ def trained(kg: KnowledgeGraph) -> tuple[MultimodalKGE, dict]:
     cfg = KGEModelConfig("rotate", DIM, 6.0, n, kg.num_relations, [STRUCTURE, "text"],
                          {"text": TEXT_DIM})
     kge = MultimodalKGE(cfg, {"text": (text, mask)}, g)
-    negatives = NegativeSampler(n, 32, chunk_size=64)
+    negatives = uniform_sampler(n, 32, chunk_size=64)
     early: dict = {}
 
     def snapshot(record: dict) -> None:
         if record["epoch"] == 3:
             early.update(copy.deepcopy(kge.state_dict()))
 
-    Trainer(kge, kg.train, uniform_loss(negatives, 1.0, g), epochs=30, batch_size=128, lr=0.01,
+    Trainer(kge, kg.train, sampled_loss(negatives, 1.0, g), epochs=30, batch_size=128, lr=0.01,
             generator=g, progress=False, log=lambda _msg: None, on_epoch_end=snapshot).fit()
     return kge.eval(), early
 
@@ -497,7 +497,7 @@ def test_short_retrain_with_ntat_lowers_the_loss(kg: KnowledgeGraph,
     kge.load_state_dict(trained[1])
     frozen = [p.detach().clone() for p in hier.sampler.parameters()]
     g = gen(14)
-    base = uniform_loss(NegativeSampler(kg.num_entities, 32, chunk_size=64), 1.0, g)
+    base = sampled_loss(uniform_sampler(kg.num_entities, 32, chunk_size=64), 1.0, g)
     ntat = NTATLoss(hier, 0.01, WEIGHTS, MARGINS, gen(15), refresh_every=2)
 
     def loss_fn(m, batch, step):

@@ -19,9 +19,9 @@ from dhns.kge.build import build_kge
 from dhns.kge.cross_entropy import k_vs_all_loss, n3_penalty, one_vs_all_loss, shared_pool_loss
 from dhns.kge.loss import score_with_negatives
 from dhns.kge.model import KGEModelConfig, MultimodalKGE
-from dhns.kge.negatives import NegativeSampler
 from dhns.kge.scoring import Reciprocal
 from dhns.optim import lr_multiplier
+from dhns.samplers.corruption import uniform_sampler
 from dhns.training.checkpoint import load_kge
 from dhns.training.kgc import kgc_loss
 from dhns.training.trainer import Trainer
@@ -85,7 +85,7 @@ def test_reciprocal_negatives_compare_with_the_positive_seen_from_the_same_side(
                                                                                ) -> None:
     model = make(name, reciprocal=True)
     triples = batch_of(10)
-    negatives = NegativeSampler(N, 5, chunk_size=4).sample(triples, gen(2))
+    negatives = uniform_sampler(N, 5, chunk_size=4).sample(triples, gen(2))
     with torch.no_grad():
         pos, neg = score_with_negatives(model, triples, negatives)
         emb, rel = model.entity, model.relation

@@ -14,7 +14,7 @@ from dhns.data.vocabulary import Vocabulary
 from dhns.evaluation.evaluator import evaluate
 from dhns.evaluation.filter import FilterIndex
 from dhns.kge.model import STRUCTURE, KGEModelConfig, MultimodalKGE
-from dhns.kge.negatives import NegativeSampler
+from dhns.samplers.corruption import uniform_sampler
 from dhns.training.checkpoint import (
     CheckpointError,
     load_kge,
@@ -22,7 +22,7 @@ from dhns.training.checkpoint import (
     save_checkpoint,
     save_kge,
 )
-from dhns.training.kgc import uniform_loss, validator
+from dhns.training.kgc import sampled_loss, validator
 from dhns.training.trainer import Trainer
 
 
@@ -43,8 +43,8 @@ def rotate(kg: KnowledgeGraph, seed: int) -> MultimodalKGE:
 def train_rotate(kg: KnowledgeGraph, seed: int, epochs: int = 30, **kwargs):
     g = gen(seed)
     model = rotate(kg, seed)
-    sampler = NegativeSampler(kg.num_entities, 32, chunk_size=64)
-    trainer = Trainer(model, kg.train, uniform_loss(sampler, 1.0, g), epochs=epochs,
+    sampler = uniform_sampler(kg.num_entities, 32, chunk_size=64)
+    trainer = Trainer(model, kg.train, sampled_loss(sampler, 1.0, g), epochs=epochs,
                       batch_size=128, lr=0.01, generator=g, progress=False,
                       log=lambda _msg: None, **kwargs)
     return model, trainer.fit()

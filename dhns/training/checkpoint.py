@@ -1,5 +1,8 @@
 """The one checkpoint format: ``{"format", "kind", "config", "state_dict", "vocabulary", "meta"}``.
 
+A KGE checkpoint may also hold ``"negative_sampler"``: the name, options and state of the
+stateful negative sampler it was trained with (an NSCaching cache, a SANS walk table, ...).
+
 ``kind`` is ``"kge"`` (a :class:`MultimodalKGE`) or ``"sampler"`` (a diffusion sampler);
 ``config`` is what rebuilds the module; ``vocabulary`` is the
 :class:`~dhns.data.vocabulary.Vocabulary` of the graph whose entity and relation ids the
@@ -9,6 +12,7 @@ free-form provenance (dataset, params, training history). Writes are atomic.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +22,7 @@ from torch import nn
 from dhns.data.vocabulary import Vocabulary, check_vocabulary
 from dhns.io import atomic_torch_save
 from dhns.kge.model import KGEModelConfig, MultimodalKGE
+from dhns.samplers.base import NegativeSampler
 
 FORMAT = "dhns-checkpoint/1"
 RETRAIN = "retrain it on this dataset or use the dataset it was trained on"
@@ -28,11 +33,12 @@ class CheckpointError(ValueError):
 
 
 def save_checkpoint(path: str | Path, kind: str, module: nn.Module, config: dict,
-                    meta: dict | None = None, *, vocabulary: Vocabulary) -> None:
+                    meta: dict | None = None, *, vocabulary: Vocabulary,
+                    extra: dict[str, Any] | None = None) -> None:
     state = {k: v.detach().cpu() for k, v in module.state_dict().items()}
     atomic_torch_save(path, {"format": FORMAT, "kind": kind, "config": config,
                              "state_dict": state, "vocabulary": vocabulary.to_dict(),
-                             "meta": meta or {}})
+                             "meta": meta or {}, **(extra or {})})
 
 
 def read_checkpoint(path: str | Path, kind: str, vocabulary: Vocabulary | None = None,
@@ -67,14 +73,33 @@ def checkpoint_vocabulary(obj: dict[str, Any]) -> Vocabulary | None:
 
 
 def save_kge(path: str | Path, model: MultimodalKGE, meta: dict | None = None, *,
-             vocabulary: Vocabulary) -> None:
-    """Write ``model`` with the vocabulary of the graph it was trained on."""
+             vocabulary: Vocabulary, negative_sampler: NegativeSampler | None = None) -> None:
+    """Write ``model`` with the vocabulary of the graph it was trained on (and the state of
+    its ``negative_sampler``, when that keeps any)."""
     cfg = model.config
     if (vocabulary.entities, vocabulary.relations) != (cfg.num_entities, cfg.num_relations):
         raise ValueError(f"{path}: the model has {cfg.num_entities} entities and "
                          f"{cfg.num_relations} relations but the vocabulary is "
                          f"{vocabulary.describe()}")
-    save_checkpoint(path, "kge", model, cfg.to_dict(), meta, vocabulary=vocabulary)
+    extra = {}
+    if negative_sampler is not None and negative_sampler.state_dict():
+        extra["negative_sampler"] = {
+            "name": negative_sampler.name,
+            "options": dataclasses.asdict(negative_sampler.options),
+            "state": {k: v.detach().cpu() for k, v in negative_sampler.state_dict().items()}}
+    save_checkpoint(path, "kge", model, cfg.to_dict(), meta, vocabulary=vocabulary,
+                    extra=extra)
+
+
+def restore_negative_sampler(path: str | Path, sampler: NegativeSampler) -> bool:
+    """Load into ``sampler`` the state the KGE checkpoint at ``path`` saved for a sampler of
+    the same name and options; returns whether there was one."""
+    saved = read_checkpoint(path, "kge").get("negative_sampler")
+    if (not saved or saved["name"] != sampler.name
+            or saved["options"] != dataclasses.asdict(sampler.options)):
+        return False
+    sampler.load_state_dict(saved["state"])
+    return True
 
 
 def load_kge(path: str | Path, device: torch.device | str = "cpu",

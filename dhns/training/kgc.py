@@ -14,28 +14,35 @@ from dhns.kge.candidates import CandidateStore, GeneratedStore
 from dhns.kge.cross_entropy import k_vs_all_loss, n3_penalty, one_vs_all_loss, shared_pool_loss
 from dhns.kge.loss import kge_loss
 from dhns.kge.model import MultimodalKGE
-from dhns.kge.negatives import NegativeSampler
+from dhns.samplers import NegativeSampler, SamplerContext, build_sampler, sampler_options
 from dhns.training.trainer import LossFn, Validate
 
 
+def negative_sampler(cfg: KGEConfig, kg: KnowledgeGraph) -> NegativeSampler:
+    """The ``kge.negative_sampler`` of ``cfg`` with its ``kge.sampler_options``, for ``kg``."""
+    context = SamplerContext(kg.num_entities, kg.num_relations, kg.train)
+    return build_sampler(cfg.negative_sampler, context, cfg.num_negatives,
+                         sampler_options(cfg))
+
+
 def kgc_loss(cfg: KGEConfig, kg: KnowledgeGraph, generator: torch.Generator,
-             candidates: CandidateStore | None = None) -> LossFn:
+             candidates: CandidateStore | None = None,
+             sampler: NegativeSampler | None = None) -> LossFn:
     """The ordinary training loss ``kge.loss`` asks for, plus ``kge.n3`` times N3.
 
-    ``ns`` is the self-adversarial loss over uniform or Bernoulli negatives, with the per-
-    triple ``candidates`` (mined real entities or generated embeddings) beside them when
-    given. ``1vsall`` and ``shared`` take generated candidates (a :class:`GeneratedStore`)
-    as extra wrong answers in each query's softmax; ``kvsall`` takes none. All draws come
-    from ``generator``.
+    ``ns`` is the self-adversarial loss over the negatives of ``sampler`` (default: built
+    from ``cfg``; pass one to keep its state), with the per-triple ``candidates`` (mined real
+    entities or generated embeddings) beside them when given. ``1vsall`` and ``shared`` take
+    generated candidates (a :class:`GeneratedStore`) as extra wrong answers in each query's
+    softmax; ``kvsall`` takes none. All draws come from ``generator``.
     """
     if cfg.loss == "ns":
-        sampler = NegativeSampler(kg.num_entities, cfg.num_negatives, mode=cfg.negative_sampler,
-                                  train=kg.train, num_relations=kg.num_relations)
+        sampler = sampler or negative_sampler(cfg, kg)
         if candidates is None:
-            base = uniform_loss(sampler, cfg.adversarial_temperature, generator)
+            base = sampled_loss(sampler, cfg.adversarial_temperature, generator)
         else:
             def base(model: MultimodalKGE, batch: Tensor, step: int) -> tuple[Tensor, dict]:
-                negatives = sampler.sample(batch, generator)
+                negatives = sampler.sample(batch, generator, model)
                 return candidates.loss(model, batch, negatives, cfg.adversarial_temperature), {}
     else:
         if candidates is not None and (cfg.loss == "kvsall"
@@ -82,12 +89,12 @@ def cross_entropy_loss(cfg: KGEConfig, kg: KnowledgeGraph, generator: torch.Gene
     return loss_fn
 
 
-def uniform_loss(sampler: NegativeSampler, temperature: float,
+def sampled_loss(sampler: NegativeSampler, temperature: float,
                  generator: torch.Generator) -> LossFn:
-    """Self-adversarial loss with ordinary (uniform or Bernoulli) negatives."""
+    """Self-adversarial loss over the negatives ``sampler`` draws from ``generator``."""
 
     def loss_fn(model: MultimodalKGE, batch: Tensor, step: int) -> tuple[Tensor, dict]:
-        return kge_loss(model, batch, sampler.sample(batch, generator), temperature), {}
+        return kge_loss(model, batch, sampler.sample(batch, generator, model), temperature), {}
 
     return loss_fn
 

@@ -14,8 +14,9 @@ from dhns.evaluation.filter import FilterIndex
 from dhns.features.table import FeatureTable
 from dhns.kge.build import build_kge, compile_scoring
 from dhns.kge.model import MultimodalKGE
+from dhns.samplers import NegativeSampler
 from dhns.seeding import seeded
-from dhns.training.kgc import kgc_loss, selection_subset, validator
+from dhns.training.kgc import kgc_loss, negative_sampler, selection_subset, validator
 from dhns.training.trainer import Trainer, TrainResult, Validate
 
 #: Offsets of the generators pretraining derives from ``params.seed``
@@ -41,6 +42,7 @@ def selection_indices(params: Params, num_valid: int) -> Tensor:
 class Pretrained:
     model: MultimodalKGE
     result: TrainResult
+    negative_sampler: NegativeSampler | None = None  # the ns regime's, with its final state
 
 
 def pretrain_kge(params: Params, kg: KnowledgeGraph, features: dict[str, FeatureTable],
@@ -65,10 +67,13 @@ def pretrain_kge(params: Params, kg: KnowledgeGraph, features: dict[str, Feature
     log(f"pretrain: loss {kge.loss}{', reciprocal relations' if kge.reciprocal else ''}"
         f"{f', N3 {kge.n3}' if kge.n3 else ''}, lr {cfg.lr} ({cfg.lr_schedule}"
         f"{f', {cfg.warmup_epochs} warm-up epochs' if cfg.warmup_epochs else ''})")
+    sampler = negative_sampler(kge, kg) if kge.loss == "ns" else None
+    if sampler is not None and sampler.name != "uniform":
+        log(f"pretrain: negative sampler {sampler.name} ({sampler.cost})")
     trainer = Trainer(
-        model, kg.train, kgc_loss(kge, kg, gen), epochs=cfg.epochs, batch_size=cfg.batch_size,
-        lr=cfg.lr, generator=gen, validate=selection_validator(params, kg),
-        eval_every=cfg.eval_every,
+        model, kg.train, kgc_loss(kge, kg, gen, sampler=sampler), epochs=cfg.epochs,
+        batch_size=cfg.batch_size, lr=cfg.lr, generator=gen,
+        validate=selection_validator(params, kg), eval_every=cfg.eval_every,
         patience=cfg.patience, log=log, progress=progress, desc="pretrain",
         on_epoch_end=on_epoch_end, lr_schedule=cfg.lr_schedule, warmup_epochs=cfg.warmup_epochs)
-    return Pretrained(model, trainer.fit())
+    return Pretrained(model, trainer.fit(), sampler)
