@@ -264,7 +264,7 @@ def ntat_loss_parts(model: MultimodalKGE, batch: Tensor, kgc: LossFn, ntat: NTAT
                     rng: torch.Generator) -> dict[str, Tensor]:
     """The three parts of one NTAT step's loss on ``batch`` (B, 3), with fresh negatives.
 
-    ``kgc``: the ordinary self-adversarial loss term (:func:`dhns.training.kgc.uniform_loss`,
+    ``kgc``: the ordinary self-adversarial loss term (:func:`dhns.training.kgc.sampled_loss`,
     with its own generator). Negatives are generated from ``rng`` for the first
     ``ntat.generate_fraction`` of the batch, as :class:`NTATLoss` does. Returns scalar tensors
     ``{"kgc": L_KGC, "ha_positive": lambda * L_HA^pos, "ha_negative": lambda * L_HA^neg}``.
