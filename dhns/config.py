@@ -226,6 +226,13 @@ class EvalConfig:
 
 
 @dataclass
+class ResumeConfig:
+    # Where killed training stages keep their resume state (outside every DVC output).
+    dir: str = ".resume"
+    checkpoint_every: int = num(5, NON_NEGATIVE)  # epochs; 0: only when asked to stop
+
+
+@dataclass
 class Params:
     seed: int = num(0, SEED)
     device: str = "auto"
@@ -237,6 +244,7 @@ class Params:
     model: DiffusionConfig = field(default_factory=DiffusionConfig)
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    resume: ResumeConfig = field(default_factory=ResumeConfig)
 
 
 def _coerce(value: Any, annotation: Any, key: str) -> Any:

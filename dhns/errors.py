@@ -11,6 +11,13 @@ from __future__ import annotations
 
 USER_ERRORS: tuple[type[Exception], ...] = (ValueError, OSError)
 
+#: Exit status of a stage stopped by SIGTERM or Ctrl-C after saving its resume state.
+STOPPED_EXIT = 130
+
+
+class TrainingStopped(Exception):
+    """A stop request (SIGTERM, Ctrl-C) ended training after saving the resume state."""
+
 
 def error_message(exc: BaseException) -> str:
     """One line for an error a user can act on: an OSError as ``<path>: <reason>``."""

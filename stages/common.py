@@ -18,7 +18,7 @@ import torch
 
 from dhns.config import Params, load_params
 from dhns.device import set_deterministic
-from dhns.errors import USER_ERRORS, error_message
+from dhns.errors import STOPPED_EXIT, USER_ERRORS, TrainingStopped, error_message
 from dhns.io import atomic_write_json, check_writable
 from dhns.seeding import seeded
 
@@ -51,6 +51,9 @@ def run_stage(fn: Callable[[Params], object], metrics: str | None = None,
     except USER_ERRORS as exc:
         print(f"error: {error_message(exc)}", file=sys.stderr)
         raise SystemExit(1) from None
+    except TrainingStopped as exc:
+        print(f"stopped: {exc}", file=sys.stderr)
+        raise SystemExit(STOPPED_EXIT) from None
 
 
 def check_outputs(*folders: Path) -> None:

@@ -19,6 +19,7 @@ from dhns.training.trainer import LossFn, Trainer
 from stages.common import METRICS, PLOTS, PREPARED, PRETRAIN_CKPT, generator, log
 from stages.inputs import load_prepared
 from stages.reporting import write_history
+from stages.resuming import resume_file
 
 #: Builds the ordinary loss term from the training generator and the negative sampler
 #: (None for the cross-entropy regimes; default: ``kgc_loss``).
@@ -26,13 +27,15 @@ BaseLoss = Callable[[torch.Generator, NegativeSampler | None], LossFn]
 
 
 def continue_training(params: Params, name: str, out: Path, extra_loss: LossFn | None,
-                      base_loss: BaseLoss | None = None) -> dict:
+                      base_loss: BaseLoss | None = None, resumable: bool = False) -> dict:
     """Continue the pretrained checkpoint for ``retrain.epochs``; the starting weights take part
     in model selection, so the result is never worse than pretrain on validation.
 
     ``extra_loss`` is added to the ordinary self-adversarial loss (NTAT's L_HA for DHNS).
     ``base_loss`` replaces that ordinary loss (mined negatives beside the uniform ones). All
     runs draw ordinary negatives from the same seed, so they differ only in what is added.
+    ``resumable``: keep a resume state (only for losses whose whole state is the training
+    generator and the negative sampler's).
     """
     kg = load_prepared()
     device = resolve_device(params.device)
@@ -54,7 +57,11 @@ def continue_training(params: Params, name: str, out: Path, extra_loss: LossFn |
                       lr=cfg.lr, generator=gen, validate=validate, eval_every=cfg.eval_every,
                       patience=0, log=log, progress=sys.stderr.isatty(), desc=name,
                       validate_start=True, lr_schedule=cfg.lr_schedule,
-                      warmup_epochs=cfg.warmup_epochs)
+                      warmup_epochs=cfg.warmup_epochs,
+                      resume=resume_file(params, name, [PREPARED, PRETRAIN_CKPT])
+                      if resumable else None,
+                      checkpoint_every=params.resume.checkpoint_every,
+                      stateful={} if sampler is None else {"negative_sampler": sampler})
     result = trainer.fit()
     save_kge(out, model, meta={"dataset": kg.name, "stage": name, "params": to_dict(params),
                                "best_epoch": result.best_epoch, "history": result.history},

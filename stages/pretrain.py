@@ -7,16 +7,29 @@ import sys
 from dhns.config import Params, to_dict
 from dhns.training.checkpoint import save_kge
 from dhns.training.pretrain import pretrain_kge
-from stages.common import METRICS, PLOTS, PRETRAIN_CKPT, check_outputs, log, run_stage
+from stages.common import (
+    IMAGE_FEATURES,
+    METRICS,
+    PLOTS,
+    PREPARED,
+    PRETRAIN_CKPT,
+    TEXT_FEATURES,
+    check_outputs,
+    log,
+    run_stage,
+)
 from stages.inputs import load_features, load_prepared
 from stages.reporting import write_history
+from stages.resuming import resume_file
 
 
 def run(params: Params) -> dict:
     check_outputs(PRETRAIN_CKPT.parent, METRICS, PLOTS)
     kg = load_prepared()
-    done = pretrain_kge(params, kg, load_features(params, kg), log=log,
-                        progress=sys.stderr.isatty())
+    features = load_features(params, kg)
+    resume = resume_file(params, "pretrain", [PREPARED, TEXT_FEATURES, IMAGE_FEATURES])
+    done = pretrain_kge(params, kg, features, log=log, progress=sys.stderr.isatty(),
+                        resume=resume, checkpoint_every=params.resume.checkpoint_every)
     save_kge(PRETRAIN_CKPT, done.model, meta={
         "dataset": kg.name, "stage": "pretrain", "params": to_dict(params),
         "best_epoch": done.result.best_epoch, "history": done.result.history},

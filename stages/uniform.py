@@ -13,7 +13,7 @@ from stages.continued import continue_training
 
 def run(params: Params) -> dict:
     check_outputs(UNIFORM_CKPT.parent, METRICS, PLOTS)
-    return continue_training(params, "uniform", UNIFORM_CKPT, extra_loss=None)
+    return continue_training(params, "uniform", UNIFORM_CKPT, extra_loss=None, resumable=True)
 
 
 if __name__ == "__main__":

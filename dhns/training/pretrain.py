@@ -17,6 +17,7 @@ from dhns.kge.model import MultimodalKGE
 from dhns.samplers import NegativeSampler
 from dhns.seeding import seeded
 from dhns.training.kgc import kgc_loss, negative_sampler, selection_subset, validator
+from dhns.training.resume import ResumeFile
 from dhns.training.trainer import Trainer, TrainResult, Validate
 
 #: Offsets of the generators pretraining derives from ``params.seed``
@@ -47,12 +48,14 @@ class Pretrained:
 
 def pretrain_kge(params: Params, kg: KnowledgeGraph, features: dict[str, FeatureTable],
                  log: Callable[[str], None] = print, progress: bool = False,
-                 on_epoch_end: Callable[[dict], None] | None = None) -> Pretrained:
+                 on_epoch_end: Callable[[dict], None] | None = None,
+                 resume: ResumeFile | None = None, checkpoint_every: int = 0) -> Pretrained:
     """Build the KGE ``params.kge`` describes and train it for ``params.pretrain`` on
     ``kg.train``, selecting the epoch by filtered MRR on a fixed subset of ``kg.valid``.
 
     ``on_epoch_end`` gets each epoch's record (``valid_mrr`` on evaluation epochs) and may
-    raise to stop the run (a pruned search trial).
+    raise to stop the run (a pruned search trial). ``resume`` and ``checkpoint_every``: see
+    :class:`~dhns.training.trainer.Trainer`.
     """
     device = resolve_device(params.device)
     gen = seeded(params.seed, TRAIN_OFFSET)
@@ -75,5 +78,7 @@ def pretrain_kge(params: Params, kg: KnowledgeGraph, features: dict[str, Feature
         batch_size=cfg.batch_size, lr=cfg.lr, generator=gen,
         validate=selection_validator(params, kg), eval_every=cfg.eval_every,
         patience=cfg.patience, log=log, progress=progress, desc="pretrain",
-        on_epoch_end=on_epoch_end, lr_schedule=cfg.lr_schedule, warmup_epochs=cfg.warmup_epochs)
+        on_epoch_end=on_epoch_end, lr_schedule=cfg.lr_schedule, warmup_epochs=cfg.warmup_epochs,
+        resume=resume, checkpoint_every=checkpoint_every,
+        stateful={} if sampler is None else {"negative_sampler": sampler})
     return Pretrained(model, trainer.fit(), sampler)
