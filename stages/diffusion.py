@@ -107,7 +107,11 @@ def run(params: Params) -> dict:
     lines = ["epoch,loss_ratio"] + [f"{i + 1},{v / L1_OF_ZERO_PREDICTOR:.6f}"
                                     for i, v in enumerate(history)]
     atomic_write_text(PLOTS / "diffusion.csv", "\n".join(lines) + "\n")
-    rows = histogram_rows(scores)
+    # Plot columns named by level index, not by t (t changes with model.steps), so the plot
+    # spec in dvc.yaml stays valid: level_1 is the hardest level (smallest t).
+    levels = [k for k in scores if k.startswith("t=")]
+    rows = histogram_rows({f"level_{levels.index(k) + 1}" if k in levels else k: v
+                           for k, v in scores.items()})
     header = list(rows[0])
     body = [",".join(str(row[k]) for k in header) for row in rows]
     atomic_write_text(PLOTS / "diffusion_scores.csv", "\n".join([",".join(header), *body]) + "\n")

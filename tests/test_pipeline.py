@@ -84,6 +84,27 @@ def test_repro_writes_metrics_for_every_model(project: Path) -> None:
         assert lines[0] == "epoch,loss,valid_mrr" and len(lines) > 1
 
 
+def test_every_declared_plot_renders_with_data(project: Path) -> None:
+    shown = _dvc(project, "plots", "show", "--json")
+    assert shown.returncode == 0, shown.stderr
+    plots = json.loads(shown.stdout)
+    assert not plots.get("errors"), plots["errors"]
+    spec = yaml.safe_load((project / "dvc.yaml").read_text())
+    top_level = [next(iter(p)) for p in spec["plots"]]
+    assert set(top_level) <= set(plots["data"])
+    for name, renders in plots["data"].items():
+        assert renders, f"plot {name!r} rendered nothing"
+        values = renders[0]["content"]["data"]["values"]
+        assert values, f"plot {name!r} has no data"
+    scores = next(p for p in spec["plots"] if "diffusion_scores.csv" in str(p))
+    fields = next(iter(scores.values()))["y"]["plots/diffusion_scores.csv"]
+    rows = plots["data"][next(iter(scores))][0]["content"]["data"]["values"]
+    # One series per declared column (DVC melts them into rows tagged by "field"), each with
+    # a value in every row: no level's column is missing or empty.
+    assert {row["field"] for row in rows} == set(fields)
+    assert all(row["dvc_inferred_y_value"] != "" for row in rows)
+
+
 def test_second_repro_does_nothing(project: Path) -> None:
     result = _dvc(project, "repro")
     assert result.returncode == 0, result.stderr
