@@ -13,7 +13,9 @@ full cleaned validation split (model selection) and on test (report), and lands 
         -S retrain.sampler=uniform -S retrain.mined=score
 
 ``--stage pretrain`` trains a new KGE from the base's prepared data and feature tables (a
-training-regime arm, e.g. ``-S kge.loss=1vsall``), evaluated the same way.
+training-regime arm, e.g. ``-S kge.loss=1vsall``), evaluated the same way; with
+``--own-text`` it first extracts its own text features (a text arm, e.g.
+``-S 'features.text.template={name}; {relations}'``).
 
 ``python -m bench.summary --arms`` prints the paired table against the ``uniform`` arm.
 """
@@ -59,20 +61,29 @@ def override(params: dict, assignment: str) -> None:
         raise SystemExit(str(exc)) from None
 
 
-def prepare_arm(base: Path, work: Path, params: dict, stage: str = "retrain") -> None:
+def prepare_arm(base: Path, work: Path, params: dict, stage: str = "retrain",
+                own_text: bool = False) -> None:
+    """Link the base's artifacts the arm shares into ``work``; ``own_text``: every feature
+    table but ``text.pt``, which the arm extracts itself."""
     for sub in ("artifacts", "metrics", "plots"):
         (work / sub).mkdir(parents=True, exist_ok=True)
     for name in PRETRAIN_SHARES if stage == "pretrain" else SHARED_ARTIFACTS:
         link = work / "artifacts" / name
-        if not link.exists():
+        if own_text and name == "features":
+            link.mkdir(exist_ok=True)
+            for table in (base / "artifacts" / name).iterdir():
+                if table.name != "text.pt" and not (link / table.name).exists():
+                    (link / table.name).symlink_to(table.resolve())
+        elif not link.exists():
             link.symlink_to((base / "artifacts" / name).resolve())
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-def run_stage(work: Path, stage: str) -> float:
+def run_stage(work: Path, stage: str, *args: str) -> float:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", f"stages.{stage}"], cwd=work, env=env, check=True)
+    subprocess.run([sys.executable, "-m", f"stages.{stage}", *args], cwd=work, env=env,
+                   check=True)
     return time.perf_counter() - start
 
 
@@ -116,6 +127,9 @@ def main() -> None:
     parser.add_argument("-S", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="param override (repeatable)")
     parser.add_argument("--out", type=Path, default=REPO / "results" / "arms")
+    parser.add_argument("--own-text", action="store_true",
+                        help="with --stage pretrain: extract the arm's own text features "
+                             "(features.text overrides) instead of sharing the base's")
     parser.add_argument("--evaluate-only", action="store_true",
                         help="reuse the arm folder's trained checkpoint; only evaluate")
     args = parser.parse_args()
@@ -126,7 +140,11 @@ def main() -> None:
     params = params_from_dict(raw)  # validate before any work
     dataset = params.data.name
     work = args.base / "arms" / f"{args.name}-seed{args.seed}"
-    prepare_arm(args.base, work, raw, args.stage)
+    if args.own_text and args.stage != "pretrain":
+        raise SystemExit("--own-text needs --stage pretrain (the KGE is trained on them)")
+    prepare_arm(args.base, work, raw, args.stage, args.own_text)
+    if args.own_text and not args.evaluate_only:
+        run_stage(work, "features", "text")
     seconds = None if args.evaluate_only else round(run_stage(work, args.stage), 1)
     stage_metrics = json.loads((work / "metrics" / f"{OUTPUT[args.stage]}.json").read_text())
     result = {
@@ -134,8 +152,8 @@ def main() -> None:
         "overrides": args.overrides,
         "command": "python -m bench.arm " + shlex.join(
             ["--base", os.path.relpath(args.base, REPO), "--name", args.name,
-             "--stage", args.stage,
-             "--seed", str(args.seed)] + [f"-S{o}" for o in args.overrides]),
+             "--stage", args.stage, "--seed", str(args.seed)]
+            + (["--own-text"] if args.own_text else []) + [f"-S{o}" for o in args.overrides]),
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="minutes"),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                     "torch": torch.__version__, "loadavg": os.getloadavg(),

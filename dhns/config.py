@@ -116,6 +116,7 @@ class TextFeatureConfig:
     enabled: bool = True
     model: str = "builtin:all-MiniLM-L6-v2"
     template: str = "{name}. {description}"
+    context_items: int = num(8, COUNT)  # relations / neighbours a template's context lists
     max_length: int = num(64, COUNT)
     batch_size: int = num(64, COUNT)
     precomputed: str | None = None

@@ -9,7 +9,12 @@ import torch
 
 from dhns.config import TextFeatureConfig
 from dhns.data.kg import KnowledgeGraph
-from dhns.features.text import TextEncoder, extract_text_features, resolve_text_model
+from dhns.features.text import (
+    TextEncoder,
+    entity_texts,
+    extract_text_features,
+    resolve_text_model,
+)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # belt and braces: nothing here may download
 CPU = torch.device("cpu")
@@ -84,3 +89,28 @@ def test_builtin_resolution():
     with pytest.raises(ValueError, match="unknown builtin text model"):
         resolve_text_model("builtin:nope")
     assert resolve_text_model("org/some-hub-model") == ("org/some-hub-model", False)
+
+
+def _context_kg() -> KnowledgeGraph:
+    names = ["Paris", "France", "Lyon", "Berlin", "Germany"]
+    train = torch.tensor([[0, 0, 1], [2, 0, 1], [3, 0, 4], [0, 1, 3]])  # capital_of, twin
+    held = torch.tensor([[2, 1, 4]])  # valid/test only: must not leak into the context
+    return KnowledgeGraph(name="ctx", entity_keys=[f"e{i}" for i in range(5)],
+                          entity_names=names, relation_keys=["r0", "r1"],
+                          relation_names=["located in", "twinned with"], train=train,
+                          valid=held, test=held)
+
+
+def test_graph_context_templates_use_training_triples_only():
+    kg = _context_kg()
+    texts = entity_texts(kg, "{name}; relations: {relations}; near: {neighbours}")
+    assert texts[1] == "France; relations: located in^-1; near: Paris, Lyon"
+    assert texts[0] == "Paris; relations: located in, twinned with; near: France, Berlin"
+    assert texts[2] == "Lyon; relations: located in; near: France"  # not Germany (valid only)
+    assert entity_texts(kg, "{name}. {description}") == kg.entity_names  # no descriptions
+    assert entity_texts(kg, "{neighbours}", context_items=1)[0] == "France"
+
+
+def test_unknown_template_field_is_refused():
+    with pytest.raises(ValueError, match=r"features.text.template: unknown field \{neighbors\}"):
+        entity_texts(_context_kg(), "{name} {neighbors}")

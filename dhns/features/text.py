@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import string
 import time
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -85,13 +87,55 @@ def _wants_normalize(path: Path) -> bool:
     return any(str(m.get("type", "")).endswith("Normalize") for m in modules)
 
 
-def entity_texts(kg: KnowledgeGraph, template: str) -> list[str]:
-    """Input text per entity: ``template`` when it has a description, else the name alone."""
+#: What a template may name: the entity's own text, and context from the training graph.
+TEMPLATE_FIELDS = ("name", "description", "relations", "neighbours")
+
+
+def template_fields(template: str) -> list[str]:
+    """The fields ``template`` names; ValueError naming an unknown one."""
+    names = [field for _, field, _, _ in string.Formatter().parse(template) if field is not None]
+    unknown = sorted(set(names) - set(TEMPLATE_FIELDS))
+    if unknown:
+        raise ValueError(f"features.text.template: unknown field {{{unknown[0]}}} (known: "
+                         f"{', '.join('{' + f + '}' for f in TEMPLATE_FIELDS)})")
+    return names
+
+
+def graph_context(kg: KnowledgeGraph, items: int) -> tuple[list[str], list[str]]:
+    """Per entity, from the *training* triples only (valid and test never leak in): the names
+    of its ``items`` most frequent relations (``r^-1`` where it is the tail) and of its
+    ``items`` most frequent neighbours, comma-separated, most frequent first (ties by id)."""
+    n = kg.num_entities
+    relation_names = kg.relation_names + [f"{r}^-1" for r in kg.relation_names]
+    h, r, t = kg.train.unbind(1)
+    ends = [(h, r, t), (t, r + kg.num_relations, h)]
+    relations: list[Counter] = [Counter() for _ in range(n)]
+    neighbours: list[Counter] = [Counter() for _ in range(n)]
+    for anchor, rel, other in ends:
+        for a, b, c in zip(anchor.tolist(), rel.tolist(), other.tolist(), strict=True):
+            relations[a][b] += 1
+            neighbours[a][c] += 1
+
+    def top(counts: Counter, names: list[str]) -> str:
+        ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:items]
+        return ", ".join(names[k] for k, _ in ranked)
+
+    return ([top(c, relation_names) for c in relations],
+            [top(c, kg.entity_names) for c in neighbours])
+
+
+def entity_texts(kg: KnowledgeGraph, template: str, context_items: int = 8) -> list[str]:
+    """Input text per entity: ``template`` filled in, or the name alone when a field the
+    template names is empty for that entity (no description, no training triple)."""
+    fields = set(template_fields(template))
+    relations, neighbours = (graph_context(kg, context_items) if fields & {"relations",
+                             "neighbours"} else ([""] * kg.num_entities,) * 2)
     out = []
-    for name, desc in zip(kg.entity_names, kg.descriptions, strict=True):
-        name = (name or "").strip()
-        desc = (desc or "").strip()
-        out.append(template.format(name=name, description=desc) if desc else name)
+    for i, (name, desc) in enumerate(zip(kg.entity_names, kg.descriptions, strict=True)):
+        values = {"name": (name or "").strip(), "description": (desc or "").strip(),
+                  "relations": relations[i], "neighbours": neighbours[i]}
+        filled = all(values[f] for f in fields - {"name"})
+        out.append(template.format(**values) if filled else values["name"])
     return out
 
 
@@ -115,9 +159,10 @@ def extract_text_features(
         FeatureTable with ``features`` ``(N, d)`` (``d`` = 384 for all-MiniLM-L6-v2).
     """
     start = time.perf_counter()
+    template_fields(cfg.template)  # a bad template fails before the encoder loads
     if encoder is None:
         encoder = TextEncoder(cfg.model, device, cfg.max_length)
-    texts = entity_texts(kg, cfg.template)
+    texts = entity_texts(kg, cfg.template, cfg.context_items)
     n = len(texts)
     has_text = [bool(t.strip()) for t in texts]
     ids = [i for i in range(n) if has_text[i]]
@@ -142,6 +187,7 @@ def extract_text_features(
         "with_modality": int(mask.sum()),
         "with_description": sum(bool((d or "").strip()) for d in kg.descriptions),
         "template": cfg.template,
+        "context_items": cfg.context_items,
         "max_length": cfg.max_length,
         "normalized": encoder.normalize,
         "device": str(device),
