@@ -18,7 +18,13 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-from dhns.errors import USER_ERRORS, error_message
+from dhns.errors import (
+    STOPPED_EXIT,
+    USER_ERRORS,
+    DistributedError,
+    TrainingStopped,
+    error_message,
+)
 
 if TYPE_CHECKING:
     from dhns.config import Params
@@ -86,9 +92,12 @@ def report_user_errors(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except USER_ERRORS as exc:
+        except (*USER_ERRORS, DistributedError) as exc:
             typer.echo(f"error: {error_message(exc)}", err=True)
             raise typer.Exit(1) from None
+        except TrainingStopped as exc:
+            typer.echo(f"stopped: {exc}", err=True)
+            raise typer.Exit(STOPPED_EXIT) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -147,11 +156,13 @@ def _stage_function(module: str, function: str) -> Callable[[Params], Any]:
 def _run_stage(module: str, params_path: Path, function: str = "run",
                overrides: Sequence[str] = ()) -> Any:
     from dhns.config import load_params
-    from dhns.device import set_deterministic
+    from dhns.device import resolve_device, set_deterministic
+    from dhns.distributed import init_from_environment
 
     # bad params are reported wherever the command runs
     params = load_params(params_path, overrides)
     set_deterministic(params.deterministic)
+    init_from_environment(resolve_device(params.device))  # `torchrun -m dhns pretrain`
     return _stage_function(module, function)(params)
 
 

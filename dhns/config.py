@@ -234,6 +234,13 @@ class ResumeConfig:
 
 
 @dataclass
+class LauncherConfig:
+    # Processes per machine for the data-parallel stages (pretrain, uniform, retrain), each
+    # on its own device; stages/run starts them with torchrun when > 1.
+    nproc_per_node: int = num(1, COUNT)
+
+
+@dataclass
 class Params:
     seed: int = num(0, SEED)
     device: str = "auto"
@@ -246,6 +253,7 @@ class Params:
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     resume: ResumeConfig = field(default_factory=ResumeConfig)
+    launcher: LauncherConfig = field(default_factory=LauncherConfig)
 
 
 def _coerce(value: Any, annotation: Any, key: str) -> Any:

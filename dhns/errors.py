@@ -24,3 +24,7 @@ def error_message(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
     return str(exc)
+
+
+class DistributedError(RuntimeError):
+    """A collective of a distributed run failed: another rank died or stopped answering."""

@@ -17,8 +17,15 @@ from pathlib import Path
 import torch
 
 from dhns.config import Params, load_params
-from dhns.device import set_deterministic
-from dhns.errors import STOPPED_EXIT, USER_ERRORS, TrainingStopped, error_message
+from dhns.device import resolve_device, set_deterministic
+from dhns.distributed import init_from_environment, rank_and_world
+from dhns.errors import (
+    STOPPED_EXIT,
+    USER_ERRORS,
+    DistributedError,
+    TrainingStopped,
+    error_message,
+)
 from dhns.io import atomic_write_json, check_writable
 from dhns.seeding import seeded
 
@@ -45,11 +52,15 @@ def run_stage(fn: Callable[[Params], object], metrics: str | None = None,
     try:
         params = load_params(params_path)
         set_deterministic(params.deterministic)
+        init_from_environment(resolve_device(params.device))  # under torchrun: join the group
         fn(params)
-        if metrics is not None:
+        if metrics is not None and is_main():
             record_resources(METRICS / f"{metrics}.json", time.perf_counter() - start)
     except USER_ERRORS as exc:
         print(f"error: {error_message(exc)}", file=sys.stderr)
+        raise SystemExit(1) from None
+    except DistributedError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
     except TrainingStopped as exc:
         print(f"stopped: {exc}", file=sys.stderr)
@@ -76,9 +87,16 @@ def record_resources(path: Path, wall_seconds: float) -> None:
 
 
 def generator(params: Params, offset: int = 0) -> torch.Generator:
-    """A CPU generator seeded from ``params.seed``; each stage uses its own offset."""
-    return seeded(params.seed, offset)
+    """A CPU generator seeded from ``params.seed``; each stage uses its own offset (and each
+    rank of a distributed run its own stream)."""
+    return seeded(params.seed, offset, rank_and_world()[0])
+
+
+def is_main() -> bool:
+    """Whether this process writes outputs: always, except on ranks > 0 under torchrun."""
+    return rank_and_world()[0] == 0
 
 
 def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    if is_main():  # one log per run, not one per rank
+        print(message, file=sys.stderr, flush=True)

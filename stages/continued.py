@@ -16,7 +16,7 @@ from dhns.training.checkpoint import load_kge, restore_negative_sampler, save_kg
 from dhns.training.kgc import kgc_loss, negative_sampler, with_extra_loss
 from dhns.training.pretrain import selection_validator
 from dhns.training.trainer import LossFn, Trainer
-from stages.common import METRICS, PLOTS, PREPARED, PRETRAIN_CKPT, generator, log
+from stages.common import METRICS, PLOTS, PREPARED, PRETRAIN_CKPT, generator, is_main, log
 from stages.inputs import load_prepared
 from stages.reporting import write_history
 from stages.resuming import resume_file
@@ -63,6 +63,8 @@ def continue_training(params: Params, name: str, out: Path, extra_loss: LossFn |
                       checkpoint_every=params.resume.checkpoint_every,
                       stateful={} if sampler is None else {"negative_sampler": sampler})
     result = trainer.fit()
+    if not is_main():  # ranks > 0 of a distributed run hold the same model: rank 0 writes
+        return {}
     save_kge(out, model, meta={"dataset": kg.name, "stage": name, "params": to_dict(params),
                                "best_epoch": result.best_epoch, "history": result.history},
              vocabulary=kg.vocabulary(), negative_sampler=sampler)

@@ -10,6 +10,7 @@ import torch
 from dhns.config import Params, to_dict
 from dhns.device import resolve_device
 from dhns.diffusion.sampler import L1_OF_ZERO_PREDICTOR, DiffusionSampler
+from dhns.distributed import rank_and_world
 from dhns.io import atomic_write_json, atomic_write_text
 from dhns.negatives import HierarchicalGenerator, diffusion_pairs, sampler_modalities
 from dhns.negatives.diagnostics import (
@@ -46,6 +47,9 @@ def held_out_ratios(sampler: DiffusionSampler, x0, c, stream, seed: int) -> dict
 
 
 def run(params: Params) -> dict:
+    if rank_and_world()[1] > 1:
+        raise ValueError("the diffusion stage runs as one process (its training loop is not "
+                         "data-parallel): start it without torchrun")
     check_outputs(SAMPLER_CKPT.parent, METRICS, PLOTS)
     kg = load_prepared()
     device = resolve_device(params.device)

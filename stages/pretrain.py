@@ -15,6 +15,7 @@ from stages.common import (
     PRETRAIN_CKPT,
     TEXT_FEATURES,
     check_outputs,
+    is_main,
     log,
     run_stage,
 )
@@ -30,6 +31,8 @@ def run(params: Params) -> dict:
     resume = resume_file(params, "pretrain", [PREPARED, TEXT_FEATURES, IMAGE_FEATURES])
     done = pretrain_kge(params, kg, features, log=log, progress=sys.stderr.isatty(),
                         resume=resume, checkpoint_every=params.resume.checkpoint_every)
+    if not is_main():  # ranks > 0 of a distributed run hold the same model: rank 0 writes
+        return {}
     save_kge(PRETRAIN_CKPT, done.model, meta={
         "dataset": kg.name, "stage": "pretrain", "params": to_dict(params),
         "best_epoch": done.result.best_epoch, "history": done.result.history},

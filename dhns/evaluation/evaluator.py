@@ -29,6 +29,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from dhns.data.kg import CATEGORY_NAMES
+from dhns.distributed import gather_shards, rank_and_world
 from dhns.evaluation.filter import DIRECTIONS, FilterIndex
 
 HITS_AT = (1, 3, 10)
@@ -178,14 +179,20 @@ def evaluate(
             raise ValueError(f"categories has {len(categories)} entries for {n} triples")
 
     device = _model_device(model)
-    n_batches = -(-n // batch_size)
+    # Under torch.distributed each rank ranks one contiguous shard of the triples; the ranks
+    # are integers, gathered back in order, so every rank ends with the single-process result.
+    rank, world = rank_and_world()
+    shard = slice(rank * -(-n // world), min(n, (rank + 1) * -(-n // world)))
+    triples = triples[shard]
+    n_local = len(triples)
+    n_batches = -(-n_local // batch_size)
     optimistic: dict[str, Tensor] = {}
     pessimistic: dict[str, Tensor] = {}
     bar = tqdm(total=n_batches * len(sides), desc="evaluate", disable=not progress, leave=False)
     with torch.inference_mode(), _eval_mode(model), bar:
         for side in sides:
             opt_parts, pes_parts = [], []
-            for start in range(0, n, batch_size):
+            for start in range(0, n_local, batch_size):
                 batch = triples[start : start + batch_size]
                 h, r, t = batch.unbind(1)
                 anchors, targets = (h, t) if side == "tail" else (t, h)
@@ -202,8 +209,9 @@ def evaluate(
                 opt_parts.append(o.cpu())
                 pes_parts.append(p.cpu())
                 bar.update(1)
-            optimistic[side] = torch.cat(opt_parts)
-            pessimistic[side] = torch.cat(pes_parts)
+            empty = torch.zeros(0, dtype=torch.int64)
+            optimistic[side] = gather_shards(torch.cat(opt_parts) if opt_parts else empty, n)
+            pessimistic[side] = gather_shards(torch.cat(pes_parts) if pes_parts else empty, n)
 
     realistic = {s: (optimistic[s] + pessimistic[s]).double() / 2 for s in sides}
     all_real = torch.cat([realistic[s] for s in sides])

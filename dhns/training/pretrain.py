@@ -10,6 +10,7 @@ from torch import Tensor
 from dhns.config import Params
 from dhns.data.kg import KnowledgeGraph
 from dhns.device import resolve_device
+from dhns.distributed import rank_and_world
 from dhns.evaluation.filter import FilterIndex
 from dhns.features.table import FeatureTable
 from dhns.kge.build import build_kge, compile_scoring
@@ -58,7 +59,7 @@ def pretrain_kge(params: Params, kg: KnowledgeGraph, features: dict[str, Feature
     :class:`~dhns.training.trainer.Trainer`.
     """
     device = resolve_device(params.device)
-    gen = seeded(params.seed, TRAIN_OFFSET)
+    gen = seeded(params.seed, TRAIN_OFFSET, rank_and_world()[0])
     model, notes = build_kge(params.kge, kg, features, gen)
     for note in notes:
         log(f"note: {note}")

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from dhns.distributed import any_rank, average_gradients, broadcast, rank_and_world
 from dhns.errors import TrainingStopped
 from dhns.kge.model import MultimodalKGE
 from dhns.optim import adam, lr_multiplier
@@ -114,6 +115,10 @@ class Trainer:
         self.skipped_steps = 0  # steps whose loss was NaN or infinite (not applied)
         # Resume: the file, how often to write it (epochs; 0: only on a stop request), and
         # other objects whose state_dict() is part of the run (a stateful negative sampler).
+        self.rank, self.world = rank_and_world()
+        if resume is not None and self.world > 1:
+            self.log(f"{desc}: resume state is kept by single-process runs only")
+            resume = None
         self.resume = resume
         self.checkpoint_every = checkpoint_every
         self.stateful = stateful or {}
@@ -126,6 +131,10 @@ class Trainer:
         train = self.train.to(device)
         steps_per_epoch = math.ceil(len(train) / self.batch_size)
         run = _RunState()
+        if self.world > 1:  # every replica starts from rank 0's weights (as DDP does)
+            with torch.no_grad():
+                for tensor in self.model.state_dict().values():
+                    tensor.copy_(broadcast(tensor))
         saved = self.resume.load() if self.resume is not None else None
         if saved is not None:
             self._restore(saved, run, device)
@@ -159,22 +168,31 @@ class Trainer:
         self.model.train()
         epoch_start = time.perf_counter()
         if run.order is None:
-            run.order = torch.randperm(len(train), generator=self.generator).to(device)
+            # Under torch.distributed rank 0 shuffles for all: every rank walks the same
+            # global batches and takes its own slice of each.
+            order = (torch.randperm(len(train), generator=self.generator) if self.rank == 0
+                     else torch.empty(len(train), dtype=torch.long))
+            run.order = broadcast(order).to(device)
             run.totals, run.skipped_before = {}, self.skipped_steps
         bar = tqdm(range(run.position, steps_per_epoch), desc=f"{self.desc} {epoch}/{self.epochs}",
                    disable=not self.progress, leave=False, dynamic_ncols=True)
         for i in bar:
-            if stop.requested:
+            if any_rank(stop.requested):
                 self._save(run)
                 raise TrainingStopped(
                     f"{self.desc}: stopped at epoch {epoch}, step {self.step}"
                     + (f"; rerun to resume from {self.resume.path}" if self.resume else ""))
             batch = train[run.order[i * self.batch_size:(i + 1) * self.batch_size]]
-            loss, stats = self.loss_fn(self.model, batch, self.step)
-            loss_value = loss.item()
+            if self.world > 1:
+                batch = torch.tensor_split(batch, self.world)[self.rank]
+            if len(batch):
+                loss, stats = self.loss_fn(self.model, batch, self.step)
+                loss_value = loss.item()
+            else:  # a last global batch smaller than the world: this rank adds nothing
+                loss, stats, loss_value = None, {}, 0.0
             self.step += 1
             run.position = i + 1
-            if not math.isfinite(loss_value):
+            if any_rank(not math.isfinite(loss_value)):
                 # One NaN step would make every weight NaN: skip it, and give up on a run that
                 # keeps producing them rather than train garbage.
                 self.skipped_steps += 1
@@ -186,8 +204,14 @@ class Trainer:
                         "loss; lower the learning rate or check the inputs")
                 continue
             run.skipped_in_a_row = 0
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            self.optimizer.zero_grad(set_to_none=self.world == 1)
+            if loss is not None:
+                loss.backward()
+            if self.world > 1:
+                for p in self.model.parameters():
+                    if p.grad is None:
+                        p.grad = torch.zeros_like(p)
+                average_gradients(self.model.parameters())
             self.optimizer.step()
             self.lr_scheduler.step()
             stats = {"loss": loss_value, **stats}
