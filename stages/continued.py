@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -16,7 +17,16 @@ from dhns.training.checkpoint import load_kge, restore_negative_sampler, save_kg
 from dhns.training.kgc import kgc_loss, negative_sampler, with_extra_loss
 from dhns.training.pretrain import selection_validator
 from dhns.training.trainer import LossFn, Trainer
-from stages.common import METRICS, PLOTS, PREPARED, PRETRAIN_CKPT, generator, is_main, log
+from stages.common import (
+    METRICS,
+    PLOTS,
+    PREPARED,
+    PRETRAIN_CKPT,
+    SAMPLER_CKPT,
+    generator,
+    is_main,
+    log,
+)
 from stages.inputs import load_prepared
 from stages.reporting import write_history
 from stages.resuming import resume_file
@@ -27,15 +37,17 @@ BaseLoss = Callable[[torch.Generator, NegativeSampler | None], LossFn]
 
 
 def continue_training(params: Params, name: str, out: Path, extra_loss: LossFn | None,
-                      base_loss: BaseLoss | None = None, resumable: bool = False) -> dict:
+                      base_loss: BaseLoss | None = None, resumable: bool = False,
+                      stateful: dict[str, Any] | None = None) -> dict:
     """Continue the pretrained checkpoint for ``retrain.epochs``; the starting weights take part
     in model selection, so the result is never worse than pretrain on validation.
 
     ``extra_loss`` is added to the ordinary self-adversarial loss (NTAT's L_HA for DHNS).
     ``base_loss`` replaces that ordinary loss (mined negatives beside the uniform ones). All
     runs draw ordinary negatives from the same seed, so they differ only in what is added.
-    ``resumable``: keep a resume state (only for losses whose whole state is the training
-    generator and the negative sampler's).
+    ``resumable``: keep a resume state; the training generator and the negative sampler are
+    part of it, and so is every ``stateful`` object (``state_dict``/``load_state_dict``: the
+    NTAT term), so the loss must hold no other state.
     """
     kg = load_prepared()
     device = resolve_device(params.device)
@@ -58,10 +70,12 @@ def continue_training(params: Params, name: str, out: Path, extra_loss: LossFn |
                       patience=0, log=log, progress=sys.stderr.isatty(), desc=name,
                       validate_start=True, lr_schedule=cfg.lr_schedule,
                       warmup_epochs=cfg.warmup_epochs,
-                      resume=resume_file(params, name, [PREPARED, PRETRAIN_CKPT])
+                      resume=resume_file(params, name, [PREPARED, PRETRAIN_CKPT] + (
+                          [SAMPLER_CKPT] if name == "retrain" and SAMPLER_CKPT.exists() else []))
                       if resumable else None,
                       checkpoint_every=params.resume.checkpoint_every,
-                      stateful={} if sampler is None else {"negative_sampler": sampler})
+                      stateful={**({} if sampler is None else {"negative_sampler": sampler}),
+                                **(stateful or {})})
     result = trainer.fit()
     if not is_main():  # ranks > 0 of a distributed run hold the same model: rank 0 writes
         return {}

@@ -134,7 +134,8 @@ def run(params: Params) -> dict:
 
     if cfg.sampler == "uniform" or cfg.lambda_ha == 0:
         log("retrain: no NTAT term (retrain.sampler uniform or lambda_ha 0)")
-        return finish(continue_training(params, "retrain", DHNS_CKPT, None, base_loss))
+        return finish(continue_training(params, "retrain", DHNS_CKPT, None, base_loss,
+                                        resumable=cfg.mined == "none"))
     ntat = ntat_from_params(params, sampler, generator(params, offset=4))
     hier = ntat.generator
     sampling_steps = hier.sampling_steps
@@ -143,7 +144,9 @@ def run(params: Params) -> dict:
         f", refresh every {ntat.refresh_every} step(s), fraction {ntat.generate_fraction}"
         f"{', joint sampler training' if cfg.joint else ''}, L_HA weighting {cfg.ha_weighting}")
     start_gradients = loss_gradients(params, kg, ntat, PRETRAIN_CKPT)
-    summary = continue_training(params, "retrain", DHNS_CKPT, ntat, base_loss)
+    # Resumable unless mined candidates are kept (their stores are not saved).
+    summary = continue_training(params, "retrain", DHNS_CKPT, ntat, base_loss,
+                                resumable=cfg.mined == "none", stateful={"ntat": ntat})
     summary["loss_gradients"] = {"start": start_gradients,
                                  "end": loss_gradients(params, kg, ntat, DHNS_CKPT)}
     summary.update(coverage(params, kg, ntat, summary["epochs_run"]))

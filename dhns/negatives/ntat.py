@@ -8,9 +8,11 @@ for distance models, ``f_k(neg) = gamma_k - dist(neg)`` with ``gamma_k = m_k * g
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -192,6 +194,31 @@ class NTATLoss:
                                           self.positive_term)
         self.seconds["score"] += time.perf_counter() - start
         return self.lambda_ha * loss, stats
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a resumed run needs to continue as this one would: the generator's state, the
+        cached negatives, the generation log and, when joint, the sampler and its optimiser."""
+        state: dict[str, Any] = {
+            "rng": self.rng.get_state(),
+            "generated": torch.tensor(self.generated, dtype=torch.long).reshape(-1, 2),
+            "generations": self.generations}
+        if self.cached is not None:
+            state["cached"] = dataclasses.asdict(self.cached)
+        if self.joint_optimizer is not None:
+            state["sampler"] = self.generator.sampler.state_dict()
+            state["joint_optimizer"] = self.joint_optimizer.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.rng.set_state(state["rng"])
+        self.generated = [tuple(row) for row in state["generated"].tolist()]
+        self.generations = int(state["generations"])
+        device = next(self.generator.sampler.parameters()).device
+        self.cached = (GeneratedNegatives(**{k: v.to(device) for k, v in state["cached"].items()})
+                       if "cached" in state else None)
+        if self.joint_optimizer is not None:
+            self.generator.sampler.load_state_dict(state["sampler"])
+            self.joint_optimizer.load_state_dict(state["joint_optimizer"])
 
     def _joint_step(self, model: MultimodalKGE, batch: Tensor) -> None:
         sampler = self.generator.sampler
