@@ -125,6 +125,8 @@ def run(params: Params) -> dict:
         sampler, _ = load_sampler(SAMPLER_CKPT, device, kg.vocabulary(), PREPARED)
     base_loss, mined_report = (None, None) if cfg.mined == "none" else mined_negatives(
         params, kg, sampler, generator(params, offset=5))
+    if cfg.mined != "none":
+        log("retrain: mined candidate stores are not saved, so this run keeps no resume state")
 
     def finish(summary: dict) -> dict:
         if mined_report is not None:
