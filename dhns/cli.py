@@ -579,6 +579,39 @@ def predict_command(
     typer.echo(_table(["rank", "entity", "score"], rows, align="rlr"))
 
 
+@app.command("serve")
+@report_user_errors
+def serve_command(
+    checkpoint: Annotated[Path, typer.Option(help="A KGE checkpoint (e.g. "
+                                             "artifacts/retrain/model.pt).")],
+    dataset: Annotated[Path, typer.Option(help="The dataset folder it was trained on "
+                                          "(names and known triples).")],
+    host: Annotated[str, typer.Option(help="Address to bind (default: this machine only).")
+                    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port (0: any free one).")] = 8000,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N.")] = "cpu",
+) -> None:
+    """Serve top-k link prediction over HTTP with the model kept in memory.
+
+    GET /health; POST /predict with {"queries": [{"head": H, "relation": R, "k": 10}, ...]}
+    (or "tail" to predict heads), names or keys. Stops on Ctrl-C."""
+    from dhns.api import load
+    from dhns.serve import make_server
+
+    model = load(checkpoint, dataset, device)
+    _warn(model.warnings)
+    server = make_server(model, host, port)
+    address, bound = server.server_address[:2]
+    typer.echo(f"serving {checkpoint} on http://{address}:{bound} (GET /health, POST "
+               "/predict); Ctrl-C stops", err=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
 # --------------------------------------------------------------------------- negatives
 
 
