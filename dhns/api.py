@@ -3,8 +3,8 @@ for the most plausible tails or heads of a query, by names.
 
 >>> import dhns                                                       # doctest: +SKIP
 >>> model = dhns.load("artifacts/retrain/model.pt", "data/synthetic")  # doctest: +SKIP
->>> model.predict_tails("red_star_0", "similar_to", k=3)               # doctest: +SKIP
-[Prediction(rank=1, entity='red_star_7', score=5.21, known=True), ...]
+>>> model.predict_tails("blue cone 262", "located near", k=3)         # doctest: +SKIP
+[Prediction(rank=1, entity='blue cone 19', score=5.21, known=True), ...]
 
 ``tests/test_api.py`` runs these calls on a trained synthetic model. ``dhns predict`` is the
 same code on the command line.
