@@ -209,3 +209,22 @@ def test_arms_table_pairs_by_seed(tmp_path: Path) -> None:
     row = next(line for line in text.splitlines() if "| mined |" in line)
     assert "0,1,2" in row and "+0.0100 ± 0.0000 | +0.0100 ± 0.0000 |" in row  # valid, held out
     assert "+0.0150 ± 0.0071 (+0.0200, +0.0100)" in row and "1.50x" in row
+
+
+def test_samplers_table_pairs_with_uniform_by_seed(tmp_path: Path) -> None:
+    from bench.summary import samplers_table
+
+    def row(test: float, held: float, spe: float) -> dict:
+        return {"test_mrr": test, "test_hits@1": test, "test_hits@3": test,
+                "test_hits@10": test, "valid_mrr": test, "valid_held_out_mrr": held,
+                "seconds_per_epoch": spe}
+
+    for seed, shift in ((0, 0.0), (1, 0.1)):  # the held-out subsets differ by seed
+        table = {"dataset": "X", "seed": seed, "rows": {
+            "uniform": row(0.30 + seed / 100, 0.2 + shift, 2.0),
+            "sans": row(0.29 + seed / 100, 0.19 + shift, 10.0)}}
+        (tmp_path / f"X-samplers-seed{seed}.json").write_text(json.dumps(table))
+    text = samplers_table(tmp_path)
+    sans = next(line for line in text.splitlines() if "| sans |" in line)
+    assert "| 0,1 |" in sans and "-0.0100 ± 0.0000 | -0.0100 ± 0.0000 |" in sans
+    assert "10.0 (5.00x)" in sans
