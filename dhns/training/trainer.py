@@ -1,7 +1,8 @@
 """A small, explicit training loop shared by pretrain and retrain.
 
 All state lives on the :class:`Trainer` instance and the generator passed in (no globals),
-so it can run under ``torchrun``: only rank 0 logs, shows progress and validates.
+so it can run under ``torchrun`` (:mod:`dhns.distributed`): every rank trains on its slice of
+each batch and validates its shard of the queries; only rank 0 logs and shows progress.
 """
 
 from __future__ import annotations
@@ -36,8 +37,7 @@ MAX_NONFINITE_IN_A_ROW = 10
 
 
 def is_main_process() -> bool:
-    dist = torch.distributed
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+    return rank_and_world()[0] == 0
 
 
 @dataclass
