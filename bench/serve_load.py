@@ -34,7 +34,7 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=10)
     args = parser.parse_args()
     start = time.perf_counter()
-    model = dhns.load(args.checkpoint, args.dataset)
+    model = dhns.load(args.checkpoint, args.dataset, fused=True)
     load_seconds = time.perf_counter() - start
     server = make_server(model, port=0)
     threading.Thread(target=server.serve_forever, daemon=True).start()

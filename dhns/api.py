@@ -41,14 +41,15 @@ class TrainedModel:
 
     ``kge`` is the :class:`~dhns.kge.model.MultimodalKGE` (eval mode), ``graph`` the
     :class:`~dhns.data.kg.KnowledgeGraph` (names, keys and every known triple), ``meta`` the
-    checkpoint's provenance (dataset, params, training history).
+    checkpoint's provenance (dataset, params, training history), ``predictor`` the frozen
+    ranking view (fused entity table computed once, so a query costs one scoring row).
     """
 
     def __init__(self, kge: MultimodalKGE, graph: KnowledgeGraph, meta: dict[str, Any],
                  warnings: Sequence[str] = ()) -> None:
         self.kge, self.graph, self.meta = kge, graph, meta
         self.warnings = list(warnings)  # what loading the dataset found (skipped lines, ...)
-        self._predictor = kge.link_predictor()
+        self.predictor = kge.link_predictor()
         self._triples = graph.all_triples()
 
     def entity_id(self, name: str) -> int:
@@ -64,23 +65,23 @@ class TrainedModel:
     def score_tails(self, heads: Sequence[str], relations: Sequence[str]) -> torch.Tensor:
         """``(B, N)`` scores of every entity as the tail of each ``(head, relation, ?)``."""
         h, r = self._ids(heads, self.entity_id), self._ids(relations, self.relation_id)
-        return self._predictor.score_tails(h, r).float().cpu()
+        return self.predictor.score_tails(h, r).float().cpu()
 
     @torch.inference_mode()
     def score_heads(self, relations: Sequence[str], tails: Sequence[str]) -> torch.Tensor:
         """``(B, N)`` scores of every entity as the head of each ``(?, relation, tail)``."""
         r, t = self._ids(relations, self.relation_id), self._ids(tails, self.entity_id)
-        return self._predictor.score_heads(r, t).float().cpu()
+        return self.predictor.score_heads(r, t).float().cpu()
 
     def predict_tails(self, head: str, relation: str, k: int = 10) -> list[Prediction]:
         """The ``k`` most plausible tails of ``(head, relation, ?)``, best first."""
         scores = self.score_tails([head], [relation])[0]
-        return self._ranked(scores, self.entity_id(head), self.relation_id(relation), 0, k)
+        return self.ranked(scores, self.entity_id(head), self.relation_id(relation), 0, k)
 
     def predict_heads(self, relation: str, tail: str, k: int = 10) -> list[Prediction]:
         """The ``k`` most plausible heads of ``(?, relation, tail)``, best first."""
         scores = self.score_heads([relation], [tail])[0]
-        return self._ranked(scores, self.entity_id(tail), self.relation_id(relation), 2, k)
+        return self.ranked(scores, self.entity_id(tail), self.relation_id(relation), 2, k)
 
     def known_answers(self, anchor: int, relation: int, anchor_column: int) -> set[int]:
         """Ids true in some split for the query whose known entity sits in ``anchor_column``
@@ -92,10 +93,12 @@ class TrainedModel:
     def _ids(self, names: Sequence[str], resolve) -> torch.Tensor:
         if isinstance(names, str):
             raise TypeError("give a sequence of names (a list), not one string")
-        return torch.tensor([resolve(n) for n in names], device=self._predictor.device)
+        return torch.tensor([resolve(n) for n in names], device=self.predictor.device)
 
-    def _ranked(self, scores: torch.Tensor, anchor: int, relation: int, column: int, k: int
-                ) -> list[Prediction]:
+    def ranked(self, scores: torch.Tensor, anchor: int, relation: int, column: int, k: int
+               ) -> list[Prediction]:
+        """The top ``k`` of one query's scores ``(N,)`` as predictions; ``anchor`` and
+        ``column`` as for :meth:`known_answers` (marks the known answers)."""
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         top = torch.topk(scores, min(k, len(scores)))
@@ -104,10 +107,14 @@ class TrainedModel:
                 for rank, (s, i) in enumerate(zip(top.values, top.indices, strict=True), 1)]
 
 
-def load(checkpoint: str | Path, dataset: str | Path, device: str = "cpu") -> TrainedModel:
+def load(checkpoint: str | Path, dataset: str | Path, device: str = "cpu",
+         fused: bool = False) -> TrainedModel:
     """A KGE checkpoint with the dataset it was trained on: a prepared folder
     (``artifacts/prepared``) or a raw dataset folder (``data/<name>``). Raises
-    :class:`~dhns.data.vocabulary.VocabularyError` when their ids differ."""
+    :class:`~dhns.data.vocabulary.VocabularyError` when their ids differ.
+
+    ``fused``: rank with the ``torch.compile`` kernels (``kge.compile``; a one-off compile
+    of some seconds, then much faster batches; falls back to eager with a warning)."""
     dataset = Path(dataset)
     warnings: list[str] = []
     if (dataset / "triples.pt").is_file():
@@ -117,6 +124,10 @@ def load(checkpoint: str | Path, dataset: str | Path, device: str = "cpu") -> Tr
 
         graph, warnings = load_dataset(dataset)
     kge, meta = load_kge(checkpoint, resolve_device(device), graph.vocabulary(), dataset)
+    if fused:
+        from dhns.kge.build import compile_scoring
+
+        compile_scoring(kge, True, resolve_device(device))
     return TrainedModel(kge, graph, meta, warnings)
 
 

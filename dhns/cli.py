@@ -598,7 +598,7 @@ def serve_command(
     from dhns.api import load
     from dhns.serve import make_server
 
-    model = load(checkpoint, dataset, device)
+    model = load(checkpoint, dataset, device, fused=True)
     _warn(model.warnings)
     server = make_server(model, host, port)
     address, bound = server.server_address[:2]

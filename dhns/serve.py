@@ -20,33 +20,59 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import torch
+
 from dhns.api import TrainedModel
 
 #: Most queries one request may carry, and the largest k (keeps one request bounded).
 MAX_QUERIES, MAX_K = 1024, 1000
 
 
-def answer(model: TrainedModel, query: Any) -> dict[str, Any]:
-    """One query's result (or its error) as the API returns it."""
-    try:
-        if not isinstance(query, dict):
-            raise ValueError("a query is an object with head or tail, relation and k")
-        unknown = sorted(set(query) - {"head", "tail", "relation", "k"})
-        if unknown:
-            raise ValueError(f"unknown field {unknown[0]!r} (known: head, tail, relation, k)")
-        head, tail, relation = query.get("head"), query.get("tail"), query.get("relation")
-        k = query.get("k", 10)
-        if (head is None) == (tail is None):
-            raise ValueError("give exactly one of head (predict tails) or tail (predict heads)")
-        if not isinstance(relation, str):
-            raise ValueError("relation must be a name or key")
-        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
-            raise ValueError(f"k must be an integer in [1, {MAX_K}]")
-        predictions = (model.predict_tails(head, relation, k) if head is not None
-                       else model.predict_heads(relation, tail, k))
-        return {"query": query, "predictions": [dataclasses.asdict(p) for p in predictions]}
-    except (ValueError, TypeError) as exc:
-        return {"query": query, "error": str(exc)}
+def parse_query(model: TrainedModel, query: Any) -> tuple[str, int, int, int]:
+    """``(side, anchor id, relation id, k)`` of one query; ValueError saying what is wrong."""
+    if not isinstance(query, dict):
+        raise ValueError("a query is an object with head or tail, relation and k")
+    unknown = sorted(set(query) - {"head", "tail", "relation", "k"})
+    if unknown:
+        raise ValueError(f"unknown field {unknown[0]!r} (known: head, tail, relation, k)")
+    head, tail, relation = query.get("head"), query.get("tail"), query.get("relation")
+    k = query.get("k", 10)
+    if (head is None) == (tail is None):
+        raise ValueError("give exactly one of head (predict tails) or tail (predict heads)")
+    if not isinstance(relation, str) or not isinstance(head if tail is None else tail, str):
+        raise ValueError("entities and relations are given by name or key")
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
+        raise ValueError(f"k must be an integer in [1, {MAX_K}]")
+    side = "tail" if head is not None else "head"
+    return side, model.entity_id(head if head is not None else tail), \
+        model.relation_id(relation), k
+
+
+def answer(model: TrainedModel, queries: list[Any]) -> list[dict[str, Any]]:
+    """Every query's result (or its error), in order; the valid ones of each side are
+    scored in one call."""
+    results: list[dict[str, Any]] = [{"query": q} for q in queries]
+    parsed: dict[str, list[tuple[int, int, int, int]]] = {"tail": [], "head": []}
+    for i, query in enumerate(queries):
+        try:
+            side, anchor, relation, k = parse_query(model, query)
+            parsed[side].append((i, anchor, relation, k))
+        except ValueError as exc:
+            results[i]["error"] = str(exc)
+    predictor = model.predictor  # the fused entity table, computed once at load
+    for side, rows in parsed.items():
+        if not rows:
+            continue
+        anchors = torch.tensor([a for _, a, _, _ in rows], device=predictor.device)
+        relations = torch.tensor([r for _, _, r, _ in rows], device=predictor.device)
+        with torch.inference_mode():
+            scores = (predictor.score_tails(anchors, relations) if side == "tail"
+                      else predictor.score_heads(relations, anchors)).float().cpu()
+        column = 0 if side == "tail" else 2
+        for row, (i, anchor, relation, k) in zip(scores, rows, strict=True):
+            results[i]["predictions"] = [dataclasses.asdict(p) for p in
+                                         model.ranked(row, anchor, relation, column, k)]
+    return results
 
 
 def make_server(model: TrainedModel, host: str = "127.0.0.1", port: int = 8000,
@@ -84,7 +110,7 @@ def make_server(model: TrainedModel, host: str = "127.0.0.1", port: int = 8000,
             except (ValueError, UnicodeDecodeError) as exc:
                 return self._send(400, {"error": str(exc)})
             with lock:
-                results = [answer(model, q) for q in queries]
+                results = answer(model, queries)
             self._send(200, {"results": results})
 
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
