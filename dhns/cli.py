@@ -533,13 +533,17 @@ def data_info(
 # --------------------------------------------------------------------------- predict
 
 
+CheckpointOption = Annotated[Path, typer.Option(
+    help="A KGE checkpoint (e.g. artifacts/retrain/model.pt).")]
+DatasetOption = Annotated[Path, typer.Option(
+    help="The dataset folder it was trained on (names and known triples).")]
+
+
 @app.command("predict")
 @report_user_errors
 def predict_command(
-    checkpoint: Annotated[Path, typer.Option(help="A KGE checkpoint (e.g. "
-                                             "artifacts/retrain/model.pt).")],
-    dataset: Annotated[Path, typer.Option(help="The dataset folder it was trained on "
-                                          "(names and known triples).")],
+    checkpoint: CheckpointOption,
+    dataset: DatasetOption,
     relation: Annotated[str, typer.Option(help="Relation name or key.")],
     head: Annotated[str | None, typer.Option(help="Head entity: predict tails.")] = None,
     tail: Annotated[str | None, typer.Option(help="Tail entity: predict heads.")] = None,
@@ -582,10 +586,8 @@ def predict_command(
 @app.command("serve")
 @report_user_errors
 def serve_command(
-    checkpoint: Annotated[Path, typer.Option(help="A KGE checkpoint (e.g. "
-                                             "artifacts/retrain/model.pt).")],
-    dataset: Annotated[Path, typer.Option(help="The dataset folder it was trained on "
-                                          "(names and known triples).")],
+    checkpoint: CheckpointOption,
+    dataset: DatasetOption,
     host: Annotated[str, typer.Option(help="Address to bind (default: this machine only).")
                     ] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port (0: any free one).")] = 8000,
