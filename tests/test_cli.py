@@ -41,12 +41,12 @@ def toy(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def test_help_lists_every_command() -> None:
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
-    for name in [*STAGES, "data", "predict", "results", "negatives", "tune"]:
+    for name in [*STAGES, "data", "predict", "results", "negatives", "tune", "samplers", "serve"]:
         assert name in result.output
     data = runner.invoke(app, ["data", "--help"])
     for name in ("import", "download", "generate", "info"):
         assert name in data.output
-    for name in [*STAGES, "predict", "results", "tune"]:
+    for name in [*STAGES, "predict", "results", "tune", "samplers", "serve"]:
         sub = runner.invoke(app, [name, "--help"])
         assert sub.exit_code == 0 and "Usage:" in sub.output
     assert "--set" in runner.invoke(app, ["pretrain", "--help"]).output
