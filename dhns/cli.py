@@ -441,6 +441,31 @@ def samplers_command() -> None:
         typer.echo(f"{name}: {sampler_class(name).cost}")
 
 
+@app.command("exps")
+@report_user_errors
+def exps_command(
+    width: Annotated[int, typer.Option(help="Widest line to print.")] = 100,
+) -> None:
+    """DVC experiments of this project in a table that fits a terminal: each commit and
+    experiment, MRR of pretrain, uniform and dhns, DHNS's gain over uniform, and the params
+    that differ from the commit it branched from (`dvc exp show` prints every column)."""
+    import shutil
+    import subprocess
+    import sys
+
+    from dhns.experiments import experiment_rows, format_rows
+
+    dvc = Path(sys.executable).parent / "dvc"
+    command = str(dvc) if dvc.exists() else shutil.which("dvc")
+    if command is None:
+        raise FileNotFoundError("dvc is not installed (run `make install`)")
+    done = subprocess.run([command, "exp", "show", "--json"], capture_output=True, text=True)
+    if done.returncode != 0:
+        lines = (done.stderr.strip() or "dvc exp show failed").splitlines()
+        raise ValueError(f"dvc exp show: {lines[-1]}")
+    typer.echo(format_rows(experiment_rows(json.loads(done.stdout)), width))
+
+
 # --------------------------------------------------------------------------- data
 
 
