@@ -22,7 +22,9 @@ import torch
 
 from dhns.data.kg import KnowledgeGraph
 from dhns.device import resolve_device
+from dhns.evaluation.filter import FilterIndex
 from dhns.kge.model import MultimodalKGE
+from dhns.kge.scoring import Direction
 from dhns.training.checkpoint import load_kge
 
 
@@ -50,7 +52,7 @@ class TrainedModel:
         self.kge, self.graph, self.meta = kge, graph, meta
         self.warnings = list(warnings)  # what loading the dataset found (skipped lines, ...)
         self.predictor = kge.link_predictor()
-        self._triples = graph.all_triples()
+        self.known = FilterIndex(graph.all_triples(), graph.num_relations)
 
     def entity_id(self, name: str) -> int:
         """The id of an entity given by name or key (exact, then case-insensitive)."""
@@ -76,33 +78,35 @@ class TrainedModel:
     def predict_tails(self, head: str, relation: str, k: int = 10) -> list[Prediction]:
         """The ``k`` most plausible tails of ``(head, relation, ?)``, best first."""
         scores = self.score_tails([head], [relation])[0]
-        return self.ranked(scores, self.entity_id(head), self.relation_id(relation), 0, k)
+        anchor, r = self.entity_id(head), self.relation_id(relation)
+        return self.ranked(scores, anchor, r, "tail", k)
 
     def predict_heads(self, relation: str, tail: str, k: int = 10) -> list[Prediction]:
         """The ``k`` most plausible heads of ``(?, relation, tail)``, best first."""
         scores = self.score_heads([relation], [tail])[0]
-        return self.ranked(scores, self.entity_id(tail), self.relation_id(relation), 2, k)
+        anchor, r = self.entity_id(tail), self.relation_id(relation)
+        return self.ranked(scores, anchor, r, "head", k)
 
-    def known_answers(self, anchor: int, relation: int, anchor_column: int) -> set[int]:
-        """Ids true in some split for the query whose known entity sits in ``anchor_column``
-        (0: a head, answers are tails; 2: a tail, answers are heads)."""
-        triples = self._triples
-        hit = (triples[:, anchor_column] == anchor) & (triples[:, 1] == relation)
-        return set(triples[hit, 2 - anchor_column].tolist())
+    def known_answers(self, anchor: int, relation: int, direction: Direction) -> set[int]:
+        """Ids true in some split for the query predicting ``direction`` (``"tail"``: of
+        ``(anchor, relation, ?)``; ``"head"``: of ``(?, relation, anchor)``)."""
+        _, answers = self.known.answers(torch.tensor([anchor]), torch.tensor([relation]),
+                                        direction)
+        return set(answers.tolist())
 
     def _ids(self, names: Sequence[str], resolve) -> torch.Tensor:
         if isinstance(names, str):
             raise TypeError("give a sequence of names (a list), not one string")
         return torch.tensor([resolve(n) for n in names], device=self.predictor.device)
 
-    def ranked(self, scores: torch.Tensor, anchor: int, relation: int, column: int, k: int
-               ) -> list[Prediction]:
+    def ranked(self, scores: torch.Tensor, anchor: int, relation: int, direction: Direction,
+               k: int) -> list[Prediction]:
         """The top ``k`` of one query's scores ``(N,)`` as predictions; ``anchor`` and
-        ``column`` as for :meth:`known_answers` (marks the known answers)."""
+        ``direction`` as for :meth:`known_answers` (marks the known answers)."""
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         top = torch.topk(scores, min(k, len(scores)))
-        known = self.known_answers(anchor, relation, column)
+        known = self.known_answers(anchor, relation, direction)
         return [Prediction(rank, self.graph.entity_names[int(i)], float(s), int(i) in known)
                 for rank, (s, i) in enumerate(zip(top.values, top.indices, strict=True), 1)]
 

@@ -592,12 +592,12 @@ def predict_command(
     kg = model.graph
     if head is not None:
         predictions = model.predict_tails(head, relation, k)
-        anchor, column = model.entity_id(head), 0
+        anchor, direction = model.entity_id(head), "tail"
     else:
         assert tail is not None
         predictions = model.predict_heads(relation, tail, k)
-        anchor, column = model.entity_id(tail), 2
-    known = model.known_answers(anchor, model.relation_id(relation), column)
+        anchor, direction = model.entity_id(tail), "head"
+    known = model.known_answers(anchor, model.relation_id(relation), direction)
     h_name = kg.entity_names[anchor] if head is not None else "?"
     t_name = kg.entity_names[anchor] if tail is not None else "?"
     r_name = kg.relation_names[model.relation_id(relation)]

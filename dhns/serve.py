@@ -68,10 +68,9 @@ def answer(model: TrainedModel, queries: list[Any]) -> list[dict[str, Any]]:
         with torch.inference_mode():
             scores = (predictor.score_tails(anchors, relations) if side == "tail"
                       else predictor.score_heads(relations, anchors)).float().cpu()
-        column = 0 if side == "tail" else 2
         for row, (i, anchor, relation, k) in zip(scores, rows, strict=True):
             results[i]["predictions"] = [dataclasses.asdict(p) for p in
-                                         model.ranked(row, anchor, relation, column, k)]
+                                         model.ranked(row, anchor, relation, side, k)]
     return results
 
 

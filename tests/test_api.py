@@ -49,7 +49,7 @@ def test_predict_tails_and_heads_by_name(trained: tuple[Path, Path]) -> None:
     assert [p.entity for p in tails] == [kg.entity_names[int(i)] for i in best.indices]
     assert [p.score for p in tails] == pytest.approx(best.values.tolist())
     assert all(p.known == (kg.entity_names.index(p.entity) in
-                           model.known_answers(h, r, 0)) for p in tails)
+                           model.known_answers(h, r, "tail")) for p in tails)
     # A trained model ranks a training answer near the top.
     every = model.predict_tails(head, relation, k=kg.num_entities)
     assert next(p.rank for p in every if p.entity == tail) <= 10
