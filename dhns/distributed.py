@@ -31,6 +31,11 @@ def rank_and_world() -> tuple[int, int]:
     return 0, 1
 
 
+def is_main_process() -> bool:
+    """Whether this process logs and writes outputs: always, but for ranks > 0 of a group."""
+    return rank_and_world()[0] == 0
+
+
 def init_from_environment(device: torch.device) -> bool:
     """Join the process group ``torchrun`` describes (``WORLD_SIZE`` > 1 in the environment):
     gloo on CPU, nccl on CUDA (each rank on ``cuda:LOCAL_RANK``). False when not launched so.

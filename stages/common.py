@@ -18,7 +18,7 @@ import torch
 
 from dhns.config import Params, load_params
 from dhns.device import resolve_device, set_deterministic
-from dhns.distributed import init_from_environment, rank_and_world
+from dhns.distributed import init_from_environment, is_main_process, rank_and_world
 from dhns.errors import (
     STOPPED_EXIT,
     USER_ERRORS,
@@ -54,7 +54,7 @@ def run_stage(fn: Callable[[Params], object], metrics: str | None = None,
         set_deterministic(params.deterministic)
         init_from_environment(resolve_device(params.device))  # under torchrun: join the group
         fn(params)
-        if metrics is not None and is_main():
+        if metrics is not None and is_main_process():
             record_resources(METRICS / f"{metrics}.json", time.perf_counter() - start)
     except USER_ERRORS as exc:
         print(f"error: {error_message(exc)}", file=sys.stderr)
@@ -92,11 +92,7 @@ def generator(params: Params, offset: int = 0) -> torch.Generator:
     return seeded(params.seed, offset, rank_and_world()[0])
 
 
-def is_main() -> bool:
-    """Whether this process writes outputs: always, except on ranks > 0 under torchrun."""
-    return rank_and_world()[0] == 0
-
 
 def log(message: str) -> None:
-    if is_main():  # one log per run, not one per rank
+    if is_main_process():  # one log per run, not one per rank
         print(message, file=sys.stderr, flush=True)

@@ -11,6 +11,7 @@ import torch
 
 from dhns.config import Params, continuation_kge, to_dict
 from dhns.device import resolve_device
+from dhns.distributed import is_main_process
 from dhns.kge.build import compile_scoring
 from dhns.samplers import NegativeSampler
 from dhns.training.checkpoint import load_kge, restore_negative_sampler, save_kge
@@ -24,7 +25,6 @@ from stages.common import (
     PRETRAIN_CKPT,
     SAMPLER_CKPT,
     generator,
-    is_main,
     log,
 )
 from stages.inputs import load_prepared
@@ -77,7 +77,7 @@ def continue_training(params: Params, name: str, out: Path, extra_loss: LossFn |
                       stateful={**({} if sampler is None else {"negative_sampler": sampler}),
                                 **(stateful or {})})
     result = trainer.fit()
-    if not is_main():  # ranks > 0 of a distributed run hold the same model: rank 0 writes
+    if not is_main_process():  # ranks > 0 of a distributed run hold the same model: rank 0 writes
         return {}
     save_kge(out, model, meta={"dataset": kg.name, "stage": name, "params": to_dict(params),
                                "best_epoch": result.best_epoch, "history": result.history},

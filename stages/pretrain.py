@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 from dhns.config import Params, to_dict
+from dhns.distributed import is_main_process
 from dhns.training.checkpoint import save_kge
 from dhns.training.pretrain import pretrain_kge
 from stages.common import (
@@ -15,7 +16,6 @@ from stages.common import (
     PRETRAIN_CKPT,
     TEXT_FEATURES,
     check_outputs,
-    is_main,
     log,
     run_stage,
 )
@@ -31,7 +31,7 @@ def run(params: Params) -> dict:
     resume = resume_file(params, "pretrain", [PREPARED, TEXT_FEATURES, IMAGE_FEATURES])
     done = pretrain_kge(params, kg, features, log=log, progress=sys.stderr.isatty(),
                         resume=resume, checkpoint_every=params.resume.checkpoint_every)
-    if not is_main():  # ranks > 0 of a distributed run hold the same model: rank 0 writes
+    if not is_main_process():  # ranks > 0 of a distributed run hold the same model: rank 0 writes
         return {}
     save_kge(PRETRAIN_CKPT, done.model, meta={
         "dataset": kg.name, "stage": "pretrain", "params": to_dict(params),

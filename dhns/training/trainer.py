@@ -21,7 +21,13 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from dhns.distributed import any_rank, average_gradients, broadcast, rank_and_world
+from dhns.distributed import (
+    any_rank,
+    average_gradients,
+    broadcast,
+    is_main_process,
+    rank_and_world,
+)
 from dhns.errors import TrainingStopped
 from dhns.kge.model import MultimodalKGE
 from dhns.optim import adam, lr_multiplier
@@ -34,10 +40,6 @@ Validate = Callable[[MultimodalKGE], float]
 
 #: Consecutive steps with a non-finite loss after which training stops with an error.
 MAX_NONFINITE_IN_A_ROW = 10
-
-
-def is_main_process() -> bool:
-    return rank_and_world()[0] == 0
 
 
 @dataclass
