@@ -84,13 +84,19 @@ class MultimodalKGE(nn.Module):
         self.fusion = ModalityFusion(width) if len(self.modalities) > 1 else None
 
     # -- embeddings ------------------------------------------------------------------------
+    def feature_tables(self) -> list[tuple[str, Tensor, Tensor]]:
+        """``(modality, standardised feature table (N, d_m), mask (N,))`` of every modality
+        but structure, in ``modalities`` order (frozen buffers)."""
+        return [(name, getattr(self, f"feat_{name}"), getattr(self, f"mask_{name}"))
+                for name in self.modalities[1:]]
+
     def modality_embeddings(self, ids: Tensor) -> tuple[Tensor, Tensor]:
         """Per-modality embeddings of entities ``ids`` (n,): ``(M, n, D)`` and mask ``(M, n)``."""
         embs = [self.entity[ids]]
         masks = [torch.ones_like(ids, dtype=torch.bool)]
-        for name in self.modalities[1:]:
-            embs.append(self.projections[name](getattr(self, f"feat_{name}")[ids]))
-            masks.append(getattr(self, f"mask_{name}")[ids])
+        for name, table, mask in self.feature_tables():
+            embs.append(self.projections[name](table[ids]))
+            masks.append(mask[ids])
         return torch.stack(embs), torch.stack(masks)
 
     def fuse(self, embeddings: Tensor, mask: Tensor) -> Tensor:

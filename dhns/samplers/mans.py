@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from dhns.config import COUNT, FRACTION, num
-from dhns.kge.model import STRUCTURE, MultimodalKGE
+from dhns.kge.model import MultimodalKGE
 from dhns.kge.negatives import NegativeBatch
 from dhns.samplers.base import NegativeSampler, own_entities, replace_own
 from dhns.samplers.registry import register
@@ -77,11 +77,8 @@ def feature_neighbours(model: MultimodalKGE, k: int, block: int = 1024
     """``(N, k)`` nearest other entities by feature cosine, and ``(N,)`` which entities have
     any feature (rows of the others are meaningless). Structure-only models: none have."""
     parts, present = [], torch.zeros(model.config.num_entities, dtype=torch.bool)
-    for name in model.modalities:
-        if name == STRUCTURE:
-            continue
-        table = getattr(model, f"feat_{name}").float().cpu()
-        mask = getattr(model, f"mask_{name}").cpu()
+    for _, table, mask in model.feature_tables():
+        table, mask = table.float().cpu(), mask.cpu()
         parts.append(F.normalize(table, dim=1) * mask[:, None])
         present |= mask
     n = model.config.num_entities

@@ -53,7 +53,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from dhns.config import COUNT, FRACTION, POSITIVE, num
-from dhns.kge.model import STRUCTURE, MultimodalKGE
+from dhns.kge.model import MultimodalKGE
 from dhns.kge.negatives import NegativeBatch
 from dhns.samplers.base import NegativeSampler, SamplerContext, own_entities, replace_own
 from dhns.samplers.registry import register
@@ -207,10 +207,7 @@ class MMRNSSampler(NegativeSampler):
 def modality_tables(model: MultimodalKGE) -> list[tuple[Tensor, Tensor | None]]:
     """``(table (N, d), mask (N,) or None)`` per modality, structure first (always there)."""
     tables: list[tuple[Tensor, Tensor | None]] = [(model.entity.detach(), None)]
-    for name in model.modalities:
-        if name != STRUCTURE:
-            tables.append((getattr(model, f"feat_{name}"), getattr(model, f"mask_{name}")))
-    return tables
+    return tables + [(table, mask) for _, table, mask in model.feature_tables()]
 
 
 def separation(table: Tensor, mask: Tensor | None, pairs: Tensor, num_relations: int) -> Tensor:

@@ -119,10 +119,13 @@ class NSCachingSampler(NegativeSampler):
             scores = model.scorer.match(query[:, None], table[pool.to(device)])
             logits = opts.temperature * scores.float().cpu()
             if self.known is not None:
+                # (key row, entity) pairs as one integer: the pool's known answers by isin,
+                # without a (keys, N) mask per step.
                 qrows, cols = self.known.answers(anchor, relation, SIDES[s])
-                known = torch.zeros(len(keys), self.num_entities, dtype=torch.bool)
-                known[qrows, cols] = True
-                logits = logits.masked_fill(known.gather(1, pool), -torch.inf)
+                n = self.num_entities
+                key_rows = torch.arange(len(keys))[:, None]
+                known = torch.isin(key_rows * n + pool, qrows * n + cols)
+                logits = logits.masked_fill(known, -torch.inf)
             # Sampling without replacement in proportion to exp(logits): Gumbel top-k.
             uniform = torch.rand(logits.shape, generator=generator).clamp_(1e-12, 1 - 1e-7)
             keep = (logits - torch.log(-torch.log(uniform))).topk(opts.cache_size, 1).indices
