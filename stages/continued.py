@@ -56,7 +56,7 @@ def continue_training(params: Params, name: str, out: Path, extra_loss: LossFn |
     cfg = params.retrain
     gen = generator(params, offset=3)
     kge = continuation_kge(params)
-    sampler = negative_sampler(kge, kg) if kge.loss == "ns" else None
+    sampler = negative_sampler(kge, kg)
     if sampler is not None and restore_negative_sampler(PRETRAIN_CKPT, sampler):
         log(f"{name}: negative sampler {sampler.name} continues from pretrain's saved state")
     base = (kgc_loss(kge, kg, gen, sampler=sampler) if base_loss is None

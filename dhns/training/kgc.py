@@ -18,8 +18,11 @@ from dhns.samplers import NegativeSampler, SamplerContext, build_sampler, sample
 from dhns.training.trainer import LossFn, Validate
 
 
-def negative_sampler(cfg: KGEConfig, kg: KnowledgeGraph) -> NegativeSampler:
-    """The ``kge.negative_sampler`` of ``cfg`` with its ``kge.sampler_options``, for ``kg``."""
+def negative_sampler(cfg: KGEConfig, kg: KnowledgeGraph) -> NegativeSampler | None:
+    """The ``kge.negative_sampler`` of ``cfg`` with its ``kge.sampler_options``, for ``kg``;
+    None for the cross-entropy regimes, which draw no negatives."""
+    if cfg.loss != "ns":
+        return None
     context = SamplerContext(kg.num_entities, kg.num_relations, kg.train)
     return build_sampler(cfg.negative_sampler, context, cfg.num_negatives,
                          sampler_options(cfg))

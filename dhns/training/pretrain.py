@@ -71,7 +71,7 @@ def pretrain_kge(params: Params, kg: KnowledgeGraph, features: dict[str, Feature
     log(f"pretrain: loss {kge.loss}{', reciprocal relations' if kge.reciprocal else ''}"
         f"{f', N3 {kge.n3}' if kge.n3 else ''}, lr {cfg.lr} ({cfg.lr_schedule}"
         f"{f', {cfg.warmup_epochs} warm-up epochs' if cfg.warmup_epochs else ''})")
-    sampler = negative_sampler(kge, kg) if kge.loss == "ns" else None
+    sampler = negative_sampler(kge, kg)
     if sampler is not None and sampler.name != "uniform":
         log(f"pretrain: negative sampler {sampler.name} ({sampler.cost})")
     trainer = Trainer(
