@@ -82,11 +82,12 @@ def save_kge(path: str | Path, model: MultimodalKGE, meta: dict | None = None, *
                          f"{cfg.num_relations} relations but the vocabulary is "
                          f"{vocabulary.describe()}")
     extra = {}
-    if negative_sampler is not None and negative_sampler.state_dict():
+    state = negative_sampler.state_dict() if negative_sampler is not None else {}
+    if state:
         extra["negative_sampler"] = {
             "name": negative_sampler.name,
             "options": dataclasses.asdict(negative_sampler.options),
-            "state": {k: v.detach().cpu() for k, v in negative_sampler.state_dict().items()}}
+            "state": {k: v.detach().cpu() for k, v in state.items()}}
     save_checkpoint(path, "kge", model, cfg.to_dict(), meta, vocabulary=vocabulary,
                     extra=extra)
 
