@@ -6,9 +6,9 @@ import math
 
 import pytest
 import torch
+from conftest import synthetic_kg
 
 from dhns.config import SyntheticConfig
-from dhns.data import generate_synthetic, load_dataset
 from dhns.data.kg import KnowledgeGraph
 from dhns.diffusion.sampler import DiffusionSampler
 from dhns.evaluation.filter import FilterIndex
@@ -39,11 +39,9 @@ def gen(seed: int) -> torch.Generator:
 
 @pytest.fixture(scope="module")
 def kg(tmp_path_factory: pytest.TempPathFactory) -> KnowledgeGraph:
-    out = tmp_path_factory.mktemp("mined") / "synthetic"
-    generate_synthetic(SyntheticConfig(num_entities=80, num_types=4, num_relations=4,
-                                       triples_per_relation=60, image_size=8), out)
-    graph, _ = load_dataset(out)
-    return graph
+    config = SyntheticConfig(num_entities=80, num_types=4, num_relations=4,
+                             triples_per_relation=60, image_size=8)
+    return synthetic_kg(tmp_path_factory, config, "mined")
 
 
 @pytest.fixture(scope="module")

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import synthetic_kg
 
 from dhns.config import ConfigError, SyntheticConfig, params_from_dict
-from dhns.data import generate_synthetic, load_dataset
 from dhns.data.kg import KnowledgeGraph
 from dhns.evaluation.filter import FilterIndex
 from dhns.kge.model import STRUCTURE, KGEModelConfig, MultimodalKGE
@@ -37,11 +37,9 @@ def gen(seed: int) -> torch.Generator:
 
 @pytest.fixture(scope="module")
 def kg(tmp_path_factory: pytest.TempPathFactory) -> KnowledgeGraph:
-    out = tmp_path_factory.mktemp("samplers") / "synthetic"
-    generate_synthetic(SyntheticConfig(num_entities=60, num_types=3, num_relations=4,
-                                       triples_per_relation=50, image_size=8), out)
-    graph, _ = load_dataset(out)
-    return graph
+    config = SyntheticConfig(num_entities=60, num_types=3, num_relations=4,
+                             triples_per_relation=50, image_size=8)
+    return synthetic_kg(tmp_path_factory, config, "samplers")
 
 
 def text_model(kg: KnowledgeGraph, seed: int = 0) -> MultimodalKGE:
