@@ -40,7 +40,7 @@ from dhns.kge.model import MultimodalKGE
 from dhns.negatives import NTATLoss
 from dhns.optim import adam
 from dhns.samplers import SamplerContext, build_sampler, sampler_options
-from dhns.training.kgc import sampled_loss, with_extra_loss
+from dhns.training.kgc import sampled_loss, sparse_updates, with_extra_loss
 
 PARTS = ("forward", "backward", "optimizer")
 
@@ -87,13 +87,15 @@ def measure_overhead(load_model: Callable[[], MultimodalKGE], ntat: NTATLoss,
     num_entities = models["uniform"].config.num_entities
     num_relations = models["uniform"].config.num_relations
     losses, optimizers = {}, {}
+    sparse = sparse_updates(params.kge, num_entities)  # as the stages' Trainer does
     for name, model in models.items():
+        model.sparse_gradients = sparse
         context = SamplerContext(num_entities, num_relations, train)
         sampler = build_sampler(params.kge.negative_sampler, context, params.kge.num_negatives,
                                 sampler_options(params.kge))
         base = sampled_loss(sampler, params.kge.adversarial_temperature,
                             torch.Generator().manual_seed(seed))
-        optimizers[name] = adam(model.parameters(), lr=cfg.lr)
+        optimizers[name] = adam(model.parameters(), lr=cfg.lr, sparse_rows=sparse)
         losses[name] = base if name == "uniform" else with_extra_loss(base, ntat)
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
     size = cfg.batch_size
@@ -125,6 +127,7 @@ def measure_overhead(load_model: Callable[[], MultimodalKGE], ntat: NTATLoss,
              "rest_of_forward": dhns["forward"] - generate - score,
              "backward": dhns["backward"], "optimizer": dhns["optimizer"]}
     return {
+        "sparse_updates": sparse,
         "steps_counted": counted,
         "steps_per_epoch": steps_per_epoch,
         "seconds_per_step": {name: round(v, 5) for name, v in total.items()},

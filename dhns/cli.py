@@ -25,6 +25,7 @@ from dhns.errors import (
     TrainingStopped,
     error_message,
 )
+from dhns.project import project_root
 
 if TYPE_CHECKING:
     from dhns.config import Params
@@ -100,27 +101,6 @@ def report_user_errors(fn: F) -> F:
             raise typer.Exit(STOPPED_EXIT) from None
 
     return wrapper  # type: ignore[return-value]
-
-
-def project_root() -> Path:
-    """The dhns project the command stands in: the current folder, which must hold
-    ``dvc.yaml`` and ``stages/``, and whose ``dhns/`` must be the library running now.
-
-    Stage commands refuse anything else, rather than run one checkout's stages with another
-    checkout's library (or write artifacts into the wrong folder), and say which two differ.
-    """
-    import dhns
-
-    here = Path.cwd().resolve()
-    if not ((here / "dvc.yaml").is_file() and (here / "stages" / "common.py").is_file()):
-        raise ValueError(f"{here} is not a dhns project folder (no dvc.yaml and stages/ here); "
-                         "run stage commands from the project folder")
-    library = Path(dhns.__file__).resolve().parent
-    if library != here / "dhns":
-        raise ValueError(f"this dhns command runs the library in {library}, but the project "
-                         f"here is {here}: use {here}/.venv/bin/dhns, or `python -m dhns` with "
-                         "this project's interpreter")
-    return here
 
 
 def _import_stages(module: str) -> Any:

@@ -158,6 +158,9 @@ class KGEConfig:
     shared_pool: int = num(2048, COUNT)  # kge.loss shared: entities in the batch's pool
     reciprocal: bool = False  # an inverse embedding per relation; head queries use it
     n3: float = num(0.0, NON_NEGATIVE)  # weight of the N3 penalty (0: off)
+    # Lazy row updates of the entity table (dhns.optim.RowAdam): true, false or auto (from
+    # dhns.training.kgc.SPARSE_FROM_ENTITIES entities, in the ns and shared regimes).
+    sparse_updates: bool | Literal["auto"] = False
 
 
 @dataclass
@@ -385,6 +388,11 @@ def _check_cross(params: Params) -> None:
     if r.mined == "generated" and loss == "kvsall":
         raise ConfigError("retrain.mined: generated needs a softmax (kge.loss ns, 1vsall or "
                           "shared), got kvsall")
+    if params.kge.sparse_updates is True and "ns" not in (params.kge.loss, loss) and \
+            "shared" not in (params.kge.loss, loss):
+        raise ConfigError(f"kge.sparse_updates: the {params.kge.loss} regime's gradient "
+                          "reaches every entity at every step, so sparse updates save nothing; "
+                          "use false or auto")
     for section, cfg in (("pretrain", params.pretrain), ("retrain", r)):
         if cfg.warmup_epochs >= cfg.epochs:
             raise ConfigError(f"{section}.warmup_epochs: must be < {section}.epochs "

@@ -15,7 +15,7 @@ from dhns.distributed import is_main_process
 from dhns.kge.build import compile_scoring
 from dhns.samplers import NegativeSampler
 from dhns.training.checkpoint import load_kge, restore_negative_sampler, save_kge
-from dhns.training.kgc import kgc_loss, negative_sampler, with_extra_loss
+from dhns.training.kgc import kgc_loss, negative_sampler, sparse_updates, with_extra_loss
 from dhns.training.pretrain import selection_validator
 from dhns.training.trainer import LossFn, Trainer
 from stages.common import (
@@ -75,7 +75,8 @@ def continue_training(params: Params, name: str, out: Path, extra_loss: LossFn |
                       if resumable else None,
                       checkpoint_every=params.resume.checkpoint_every,
                       stateful={**({} if sampler is None else {"negative_sampler": sampler}),
-                                **(stateful or {})})
+                                **(stateful or {})},
+                      sparse_updates=sparse_updates(kge, kg.num_entities))
     result = trainer.fit()
     if not is_main_process():  # ranks > 0 of a distributed run hold the same model: rank 0 writes
         return {}

@@ -228,3 +228,19 @@ def test_samplers_table_pairs_with_uniform_by_seed(tmp_path: Path) -> None:
     sans = next(line for line in text.splitlines() if "| sans |" in line)
     assert "| 0,1 |" in sans and "-0.0100 ± 0.0000 | -0.0100 ± 0.0000 |" in sans
     assert "10.0 (5.00x)" in sans
+
+
+def test_scale_random_graph_and_one_cell(tmp_path: Path) -> None:
+    from bench import scale
+
+    triples = scale.random_graph(500, 10.0, seed=0)
+    assert triples.shape[1] == 3 and 4000 < len(triples) <= 5000
+    assert len(torch.unique(triples, dim=0)) == len(triples)  # distinct
+    assert int(triples[:, [0, 2]].max()) < 500 and int(triples[:, 1].max()) < scale.RELATIONS
+    out = tmp_path / "scale.json"
+    scale.main(["--sizes", "500", "--modes", "sparse", "--steps", "2",
+                "--queries", "4", "--out", str(out)])
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["entities"] == 500 and row["mode"] == "sparse"
+    assert row["train_triples_per_s"] > 0 and row["rank_queries_per_s"] > 0
+    assert 0 < row["peak_rss_gib"] < 8

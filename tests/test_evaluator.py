@@ -215,6 +215,14 @@ def test_against_brute_force_and_batch_invariance() -> None:
         for b in (1, 7, 256)
     ]
     assert results[0] == results[1] == results[2]
+    calls: list[int] = []
+    score_tails = model.score_tails
+    model.score_tails = lambda h, r: (calls.append(len(h)), score_tails(h, r))[1]
+    # A budget of 3 rows of N scores: batches of 3 whatever batch_size asks for.
+    budgeted = evaluate(model, test, fi, n_ent, categories=test[:, 1] % 4, batch_size=256,
+                        progress=False, score_budget=3 * n_ent + 1)
+    assert budgeted == results[0] and max(calls) == 3
+    del model.score_tails
 
     h, r, t = test.unbind(1)
     for side in ("head", "tail"):

@@ -49,6 +49,10 @@ class LinkPredictor(Protocol):
         ...
 
 
+#: Default most scores held by one ranking call: 2**26 fp32 scores (256 MiB), so a batch of 256
+#: queries is ranked whole up to 262,144 entities and in smaller batches beyond.
+SCORE_BUDGET = 1 << 26
+
 def rank_targets(
     scores: Tensor, targets: Tensor, filter_rows: Tensor, filter_cols: Tensor
 ) -> tuple[Tensor, Tensor]:
@@ -142,6 +146,7 @@ def evaluate(
     batch_size: int = 256,
     sides: Sequence[str] = ("head", "tail"),
     progress: bool = True,
+    score_budget: int = SCORE_BUDGET,
 ) -> dict[str, Any]:
     """Filtered ranking metrics of ``model`` on ``triples``.
 
@@ -154,6 +159,9 @@ def evaluate(
         categories: ``(n,)`` int64 in 0..3 (``CATEGORY_NAMES``) or ``None`` to omit
             ``by_category`` (see :func:`dhns.evaluation.categories.kg_test_categories`).
         batch_size: queries per model call; peak extra memory is a few ``(B, N)`` tensors.
+        score_budget: the most scores one call may return: ``B`` is lowered to
+            ``score_budget // N`` (at least 1) on graphs so large that ``(batch_size, N)``
+            would exceed it.
         sides: which sides to predict, a subset of ``("head", "tail")``.
         progress: show a tqdm bar.
 
@@ -172,6 +180,7 @@ def evaluate(
         raise ValueError(f"sides must be distinct values from {DIRECTIONS}, got {sides}")
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
+    batch_size = max(1, min(batch_size, score_budget // max(1, num_entities)))
     n = len(triples)
     if categories is not None:
         categories = torch.as_tensor(categories, dtype=torch.int64).cpu().reshape(-1)

@@ -82,6 +82,15 @@ class MultimodalKGE(nn.Module):
             nn.init.normal_(proj.weight, std=init / dim**0.5, generator=generator)
             self.projections[name] = proj
         self.fusion = ModalityFusion(width) if len(self.modalities) > 1 else None
+        # Training sets this for :class:`dhns.optim.RowAdam`: gathers from the structure table
+        # then give it a sparse gradient of the gathered rows, not a dense (N, D) one.
+        self.sparse_gradients = False
+
+    def structure_rows(self, ids: Tensor) -> Tensor:
+        """Rows of the trained structure table ``(*ids.shape, D)``."""
+        if self.sparse_gradients:
+            return nn.functional.embedding(ids, self.entity, sparse=True)
+        return self.entity[ids]  # indexing's backward, kept bit-for-bit for dense runs
 
     # -- embeddings ------------------------------------------------------------------------
     def feature_tables(self) -> list[tuple[str, Tensor, Tensor]]:
@@ -92,7 +101,7 @@ class MultimodalKGE(nn.Module):
 
     def modality_embeddings(self, ids: Tensor) -> tuple[Tensor, Tensor]:
         """Per-modality embeddings of entities ``ids`` (n,): ``(M, n, D)`` and mask ``(M, n)``."""
-        embs = [self.entity[ids]]
+        embs = [self.structure_rows(ids)]
         masks = [torch.ones_like(ids, dtype=torch.bool)]
         for name, table, mask in self.feature_tables():
             embs.append(self.projections[name](table[ids]))
@@ -109,7 +118,7 @@ class MultimodalKGE(nn.Module):
         """Fused embeddings ``(*ids.shape, D)``; projects each distinct entity once."""
         flat = ids.reshape(-1)
         if self.fusion is None:
-            return self.entity[flat].reshape(*ids.shape, -1)
+            return self.structure_rows(flat).reshape(*ids.shape, -1)
         unique, inverse = torch.unique(flat, return_inverse=True)
         fused = self.fuse(*self.modality_embeddings(unique))
         return fused[inverse].reshape(*ids.shape, -1)

@@ -249,8 +249,9 @@ def gradient_norms(parts: dict[str, Tensor], parameters: Sequence[Tensor]) -> di
             out[name] = 0.0
             continue
         grads = torch.autograd.grad(part, params, retain_graph=True, allow_unused=True)
-        out[name] = math.sqrt(sum(float(g.double().pow(2).sum()) for g in grads
-                                  if g is not None))
+        # A sparse gradient (lazy row updates) may hold a row twice: sum them first.
+        grads = [g.coalesce().values() if g.is_sparse else g for g in grads if g is not None]
+        out[name] = math.sqrt(sum(float(g.double().pow(2).sum()) for g in grads))
     return out
 
 

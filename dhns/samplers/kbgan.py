@@ -23,6 +23,7 @@ from torch import Tensor
 from dhns.config import COUNT, FRACTION, POSITIVE, num
 from dhns.kge.model import MultimodalKGE
 from dhns.kge.negatives import NegativeBatch
+from dhns.optim import adam_rows
 from dhns.samplers.base import (
     NegativeSampler,
     SamplerContext,
@@ -31,9 +32,6 @@ from dhns.samplers.base import (
     replace_own,
 )
 from dhns.samplers.registry import register
-
-# Adam's constants (Kingma & Ba's defaults, as torch.optim.Adam).
-BETA1, BETA2, EPS = 0.9, 0.999, 1e-8
 
 #: The tensors :meth:`KBGANSampler.state_dict` holds once the generator exists.
 TABLES = ("entity", "relation")
@@ -183,15 +181,10 @@ class KBGANSampler(NegativeSampler):
         return baseline.detach()
 
     def _adam(self, key: str, rows: Tensor, grad: Tensor) -> None:
-        """One Adam step on ``rows`` of table ``key``; moments of other rows stay as they are
-        and the bias correction uses the global step (torch.optim.SparseAdam's rule)."""
-        m = self._exp_avg[key][rows].mul_(BETA1).add_(grad, alpha=1 - BETA1)
-        v = self._exp_avg_sq[key][rows].mul_(BETA2).addcmul_(grad, grad, value=1 - BETA2)
-        self._exp_avg[key][rows] = m
-        self._exp_avg_sq[key][rows] = v
-        m_hat = m / (1 - BETA1 ** self._step)
-        v_hat = v / (1 - BETA2 ** self._step)
-        self._params[key][rows] -= self.options.lr * m_hat / (v_hat.sqrt() + EPS)
+        """One Adam step on ``rows`` of table ``key``; moments of other rows stay as they are and
+        the bias correction uses the global step (torch.optim.SparseAdam's rule)."""
+        adam_rows(self._params[key], self._exp_avg[key], self._exp_avg_sq[key], rows, grad,
+                  self._step, self.options.lr)
 
     # -- state -----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Tensor]:

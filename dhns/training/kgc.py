@@ -17,6 +17,20 @@ from dhns.kge.model import MultimodalKGE
 from dhns.samplers import NegativeSampler, SamplerContext, build_sampler, sampler_options
 from dhns.training.trainer import LossFn, Validate
 
+#: ``kge.sparse_updates: auto`` turns lazy row updates on from this many entities.
+SPARSE_FROM_ENTITIES = 10_000
+
+
+def sparse_updates(cfg: KGEConfig, num_entities: int) -> bool:
+    """Whether a run with ``cfg`` updates only the entity rows each step touches
+    (:class:`dhns.optim.RowAdam`). Never for 1vsall and kvsall, whose every step's gradient
+    reaches every entity; ``auto``: from :data:`SPARSE_FROM_ENTITIES` entities."""
+    if cfg.loss in ("1vsall", "kvsall"):
+        return False
+    if cfg.sparse_updates == "auto":
+        return num_entities >= SPARSE_FROM_ENTITIES
+    return bool(cfg.sparse_updates)
+
 
 def negative_sampler(cfg: KGEConfig, kg: KnowledgeGraph) -> NegativeSampler | None:
     """The ``kge.negative_sampler`` of ``cfg`` with its ``kge.sampler_options``, for ``kg``;

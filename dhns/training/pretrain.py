@@ -17,7 +17,13 @@ from dhns.kge.build import build_kge, compile_scoring
 from dhns.kge.model import MultimodalKGE
 from dhns.samplers import NegativeSampler
 from dhns.seeding import seeded
-from dhns.training.kgc import kgc_loss, negative_sampler, selection_subset, validator
+from dhns.training.kgc import (
+    kgc_loss,
+    negative_sampler,
+    selection_subset,
+    sparse_updates,
+    validator,
+)
 from dhns.training.resume import ResumeFile
 from dhns.training.trainer import Trainer, TrainResult, Validate
 
@@ -81,5 +87,6 @@ def pretrain_kge(params: Params, kg: KnowledgeGraph, features: dict[str, Feature
         patience=cfg.patience, log=log, progress=progress, desc="pretrain",
         on_epoch_end=on_epoch_end, lr_schedule=cfg.lr_schedule, warmup_epochs=cfg.warmup_epochs,
         resume=resume, checkpoint_every=checkpoint_every,
-        stateful={} if sampler is None else {"negative_sampler": sampler})
+        stateful={} if sampler is None else {"negative_sampler": sampler},
+        sparse_updates=sparse_updates(kge, kg.num_entities))
     return Pretrained(model, trainer.fit(), sampler)

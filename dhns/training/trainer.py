@@ -65,6 +65,9 @@ class Trainer:
     With ``resume``, the run writes its whole state there every ``checkpoint_every`` epochs
     and on a stop request, continues from it when it holds this run's state (a killed run
     then ends bit-identical to an uninterrupted one), and removes it when done.
+
+    ``sparse_updates``: the entity table gets sparse gradients and lazy row updates
+    (:class:`dhns.optim.RowAdam`), so a step's cost follows the batch, not the graph.
     """
 
     def __init__(
@@ -90,6 +93,7 @@ class Trainer:
         resume: ResumeFile | None = None,
         checkpoint_every: int = 0,
         stateful: dict[str, Any] | None = None,
+        sparse_updates: bool = False,
     ) -> None:
         self.model = model
         self.train = train
@@ -108,7 +112,13 @@ class Trainer:
         # Continued training: the starting weights are a candidate too (epoch 0), so model
         # selection can never end worse than where it began.
         self.validate_start = validate_start and validate is not None
-        self.optimizer = adam(model.parameters(), lr=lr)
+        self.rank, self.world = rank_and_world()
+        if sparse_updates and self.world > 1:
+            # The gradient all-reduce sums dense buffers; a sparse table's rows differ by rank.
+            self.log(f"{desc}: sparse updates are for single-process runs; dense here")
+            sparse_updates = False
+        model.sparse_gradients = sparse_updates
+        self.optimizer = adam(model.parameters(), lr=lr, sparse_rows=sparse_updates)
         steps_per_epoch = math.ceil(len(train) / batch_size)
         self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lr_multiplier(lr_schedule, epochs * steps_per_epoch,
@@ -117,7 +127,6 @@ class Trainer:
         self.skipped_steps = 0  # steps whose loss was NaN or infinite (not applied)
         # Resume: the file, how often to write it (epochs; 0: only on a stop request), and
         # other objects whose state_dict() is part of the run (a stateful negative sampler).
-        self.rank, self.world = rank_and_world()
         if resume is not None and self.world > 1:
             self.log(f"{desc}: resume state is kept by single-process runs only")
             resume = None
