@@ -71,8 +71,9 @@ def measure(num_entities: int, mode: str, args: argparse.Namespace) -> dict:
     model.scorer.fuse()
     sampler = uniform_sampler(num_entities, NEGATIVES, CHUNK)
 
-    # Two epochs over the same --steps batches (fewer on a graph too small for them): the first compiles the kernels and allocates
-    # Adam's moments (two (N, D) tables, seconds at 10^6 entities); the second is timed.
+    # Two epochs over the same --steps batches (fewer on a graph too small for them): the
+    # first compiles the kernels and allocates Adam's moments (two (N, D) tables, seconds at
+    # 10^6 entities); the second is timed.
     order = torch.randperm(len(train), generator=gen)[:args.steps * BATCH]
     trainer = Trainer(model, train[order], sampled_loss(sampler, 1.0, gen), epochs=2,
                       batch_size=BATCH, lr=LR, generator=gen, progress=False,

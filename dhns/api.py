@@ -22,6 +22,7 @@ import torch
 
 from dhns.data.kg import KnowledgeGraph
 from dhns.device import resolve_device
+from dhns.errors import UserError
 from dhns.evaluation.filter import FilterIndex
 from dhns.kge.model import MultimodalKGE
 from dhns.kge.scoring import Direction
@@ -104,7 +105,7 @@ class TrainedModel:
         """The top ``k`` of one query's scores ``(N,)`` as predictions; ``anchor`` and
         ``direction`` as for :meth:`known_answers` (marks the known answers)."""
         if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
+            raise UserError(f"k must be >= 1, got {k}")
         top = torch.topk(scores, min(k, len(scores)))
         known = self.known_answers(anchor, relation, direction)
         return [Prediction(rank, self.graph.entity_names[int(i)], float(s), int(i) in known)
@@ -138,7 +139,7 @@ def load(checkpoint: str | Path, dataset: str | Path, device: str = "cpu",
 def resolve_name(query: str, names: Sequence[str], keys: Sequence[str], what: str) -> int:
     """Index of ``query`` among names or keys: exact match first, then case-insensitive.
 
-    Raises ValueError when nothing (or more than one item) matches, with up to 3 close
+    Raises UserError when nothing (or more than one item) matches, with up to 3 close
     suggestions.
     """
     for match in (lambda s: s == query, lambda s: s.casefold() == query.casefold()):
@@ -148,10 +149,10 @@ def resolve_name(query: str, names: Sequence[str], keys: Sequence[str], what: st
                 return hits[0]
             if len(hits) > 1:
                 options = ", ".join(repr(keys[i]) for i in hits[:5])
-                raise ValueError(f"{what} {query!r} is ambiguous: give one of the keys {options}")
+                raise UserError(f"{what} {query!r} is ambiguous: give one of the keys {options}")
     folded: dict[str, str] = {}
     for s in list(names) + list(keys):
         folded.setdefault(s.casefold(), s)
     close = difflib.get_close_matches(query.casefold(), list(folded), n=3, cutoff=0.5)
     hint = f"; did you mean {', '.join(repr(folded[c]) for c in close)}?" if close else ""
-    raise ValueError(f"unknown {what} {query!r}{hint}")
+    raise UserError(f"unknown {what} {query!r}{hint}")

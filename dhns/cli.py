@@ -23,6 +23,7 @@ from dhns.errors import (
     USER_ERRORS,
     DistributedError,
     TrainingStopped,
+    UserError,
     error_message,
 )
 from dhns.project import project_root
@@ -116,8 +117,8 @@ def _import_stages(module: str) -> Any:
     mod = importlib.import_module(f"stages.{module}")
     origin = Path(mod.__file__ or "").resolve()
     if not origin.is_relative_to(root / "stages"):
-        raise ValueError(f"stages.{module} was imported from {origin}, not from the project "
-                         f"here ({root}); another `stages` package shadows it")
+        raise UserError(f"stages.{module} was imported from {origin}, not from the project "
+                        f"here ({root}); another `stages` package shadows it")
     return mod
 
 
@@ -338,19 +339,19 @@ def evaluate_command(
 
     if checkpoint is None and dataset is None:
         if (split, batch_size, device) != (None, None, None):
-            raise ValueError("--split, --batch-size and --device go with --checkpoint; the "
-                             "stage reads eval.split, eval.batch_size and device from params")
+            raise UserError("--split, --batch-size and --device go with --checkpoint; the "
+                            "stage reads eval.split, eval.batch_size and device from params")
         results = _run_stage("evaluate", params)
         typer.echo(strict_json(results) if as_json else _results_table(results))
         return
     if checkpoint is None or dataset is None:
-        raise ValueError("--checkpoint and --dataset go together")
+        raise UserError("--checkpoint and --dataset go together")
     split = split or "test"
     batch_size = 256 if batch_size is None else batch_size
     if split not in ("test", "valid"):
-        raise ValueError(f"--split must be test or valid, got {split!r}")
+        raise UserError(f"--split must be test or valid, got {split!r}")
     if batch_size < 1:
-        raise ValueError("--batch-size must be >= 1")
+        raise UserError("--batch-size must be >= 1")
 
     from dhns.evaluation import FilterIndex, evaluate, kg_test_categories
     from dhns.kge.build import compile_scoring
@@ -361,7 +362,7 @@ def evaluate_command(
         typer.echo(note, err=True)
     triples = kg.test if split == "test" else kg.valid
     if len(triples) == 0:
-        raise ValueError(f"{dataset}: the {split} split is empty")
+        raise UserError(f"{dataset}: the {split} split is empty")
     metrics = evaluate(model.link_predictor(), triples,
                        FilterIndex(kg.all_triples(), kg.num_relations), kg.num_entities,
                        categories=kg_test_categories(kg) if split == "test" else None,
@@ -393,9 +394,9 @@ def results_command(
     try:
         results = json.loads(metrics.read_text())
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{metrics}: not valid JSON ({exc})") from None
+        raise UserError(f"{metrics}: not valid JSON ({exc})") from None
     if not isinstance(results, dict) or not results:
-        raise ValueError(f"{metrics}: expected a mapping of model name to metrics")
+        raise UserError(f"{metrics}: expected a mapping of model name to metrics")
     typer.echo(_results_table(results))
 
 
@@ -442,7 +443,7 @@ def exps_command(
     done = subprocess.run([command, "exp", "show", "--json"], capture_output=True, text=True)
     if done.returncode != 0:
         lines = (done.stderr.strip() or "dvc exp show failed").splitlines()
-        raise ValueError(f"dvc exp show: {lines[-1]}")
+        raise UserError(f"dvc exp show: {lines[-1]}")
     typer.echo(format_rows(experiment_rows(json.loads(done.stdout)), width))
 
 
@@ -564,9 +565,9 @@ def predict_command(
     from dhns.api import load
 
     if (head is None) == (tail is None):
-        raise ValueError("give exactly one of --head (predict tails) or --tail (predict heads)")
+        raise UserError("give exactly one of --head (predict tails) or --tail (predict heads)")
     if k < 1:
-        raise ValueError("-k must be >= 1")
+        raise UserError("-k must be >= 1")
     model = load(checkpoint, dataset, device)
     _warn(model.warnings)
     kg = model.graph
@@ -681,9 +682,9 @@ def negatives_command(
     from dhns.training.checkpoint import load_kge, load_sampler
 
     if (head is None) == (tail is None):
-        raise ValueError("give exactly one of --head (generate tails) or --tail (generate heads)")
+        raise UserError("give exactly one of --head (generate tails) or --tail (generate heads)")
     if k < 1:
-        raise ValueError("-k must be >= 1")
+        raise UserError("-k must be >= 1")
     cfg = load_params(params).model
     dev = resolve_device(device)
     kg = _load_graph(dataset)
@@ -692,11 +693,11 @@ def negatives_command(
     diffusion, _ = load_sampler(sampler, dev, vocabulary, dataset)
     width = model.scorer.entity_width
     if diffusion.dim != width:
-        raise ValueError(f"{sampler}: the sampler generates {diffusion.dim}-wide embeddings but "
-                         f"{checkpoint} has {width}-wide entities (not trained on this KGE)")
+        raise UserError(f"{sampler}: the sampler generates {diffusion.dim}-wide embeddings but "
+                        f"{checkpoint} has {width}-wide entities (not trained on this KGE)")
     unknown = sorted({s.split(":")[0] for s in diffusion.modalities} - set(model.modalities))
     if unknown:
-        raise ValueError(f"{sampler}: generates modalities {unknown} that {checkpoint} lacks")
+        raise UserError(f"{sampler}: generates modalities {unknown} that {checkpoint} lacks")
     anchor_name = head if head is not None else tail
     assert anchor_name is not None
     from dhns.api import resolve_name
@@ -714,8 +715,8 @@ def negatives_command(
         generated, generated_mask = ((out.tails, out.tail_generated) if direction == "tail"
                                      else (out.heads, out.head_generated))
         if not bool(generated_mask.any()):
-            raise ValueError(f"{kg.entity_names[anchor]!r} has none of the modalities the "
-                             f"sampler generates {direction}s from ({diffusion.modalities})")
+            raise UserError(f"{kg.entity_names[anchor]!r} has none of the modalities the "
+                            f"sampler generates {direction}s from ({diffusion.modalities})")
         fused = fuse_generated(model, generated, generated_mask)[:, 0]  # (L, D)
         entities = model.all_entity_embeddings()  # (N, D)
         rel = model.relation[r]

@@ -22,8 +22,10 @@ from typing import Any, Literal
 
 import yaml
 
+from dhns.errors import UserError
 
-class ConfigError(ValueError):
+
+class ConfigError(UserError):
     """A params file or override that does not match the schema."""
 
 

@@ -7,6 +7,8 @@ import re
 
 import torch
 
+from dhns.errors import UserError
+
 _CUDA = re.compile(r"^cuda(?::(\d+))?$")
 
 
@@ -18,7 +20,8 @@ def resolve_device(spec: str) -> torch.device:
     model's first ``.to()`` call.
 
     Raises:
-        ValueError: unknown spelling, or an accelerator that this machine does not have.
+        UserError: unknown spelling, or an accelerator that this machine does not have.
+        ValueError: ``spec`` is not a string (a caller's bug: params give a string).
     """
     if not isinstance(spec, str):
         raise ValueError(f"device must be a string, got {type(spec).__name__} {spec!r}")
@@ -30,20 +33,20 @@ def resolve_device(spec: str) -> torch.device:
     match = _CUDA.match(s)
     if match:
         if not torch.cuda.is_available():
-            raise ValueError(
+            raise UserError(
                 f"device {spec!r} requested but CUDA is not available on this machine "
                 "(use 'auto' or 'cpu')"
             )
         index = int(match.group(1) or 0)
         count = torch.cuda.device_count()
         if index >= count:
-            raise ValueError(f"device {spec!r} requested but only {count} CUDA device(s) exist")
+            raise UserError(f"device {spec!r} requested but only {count} CUDA device(s) exist")
         return torch.device("cuda", index)
     if s == "mps":
         if not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-            raise ValueError("device 'mps' requested but MPS is not available on this machine")
+            raise UserError("device 'mps' requested but MPS is not available on this machine")
         return torch.device("mps")
-    raise ValueError(
+    raise UserError(
         f"unknown device {spec!r}: expected 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'"
     )
 

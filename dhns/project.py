@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from dhns.errors import UserError
+
 
 def project_root(here: str | Path | None = None) -> Path:
     """The dhns project at ``here`` (default: the current folder), which must hold
@@ -17,11 +19,11 @@ def project_root(here: str | Path | None = None) -> Path:
 
     here = Path(here if here is not None else Path.cwd()).resolve()
     if not ((here / "dvc.yaml").is_file() and (here / "stages" / "common.py").is_file()):
-        raise ValueError(f"{here} is not a dhns project folder (no dvc.yaml and stages/ here); "
-                         "run stage commands from the project folder")
+        raise UserError(f"{here} is not a dhns project folder (no dvc.yaml and stages/ here); "
+                        "run stage commands from the project folder")
     library = Path(dhns.__file__).resolve().parent
     if library != here / "dhns":
-        raise ValueError(f"this dhns command runs the library in {library}, but the project "
-                         f"here is {here}: use {here}/.venv/bin/dhns, or `python -m dhns` with "
-                         "this project's interpreter")
+        raise UserError(f"this dhns command runs the library in {library}, but the project "
+                        f"here is {here}: use {here}/.venv/bin/dhns, or `python -m dhns` with "
+                        "this project's interpreter")
     return here

@@ -23,26 +23,27 @@ from typing import Any
 import torch
 
 from dhns.api import TrainedModel
+from dhns.errors import UserError
 
 #: Most queries one request may carry, and the largest k (keeps one request bounded).
 MAX_QUERIES, MAX_K = 1024, 1000
 
 
 def parse_query(model: TrainedModel, query: Any) -> tuple[str, int, int, int]:
-    """``(side, anchor id, relation id, k)`` of one query; ValueError saying what is wrong."""
+    """``(side, anchor id, relation id, k)`` of one query; UserError saying what is wrong."""
     if not isinstance(query, dict):
-        raise ValueError("a query is an object with head or tail, relation and k")
+        raise UserError("a query is an object with head or tail, relation and k")
     unknown = sorted(set(query) - {"head", "tail", "relation", "k"})
     if unknown:
-        raise ValueError(f"unknown field {unknown[0]!r} (known: head, tail, relation, k)")
+        raise UserError(f"unknown field {unknown[0]!r} (known: head, tail, relation, k)")
     head, tail, relation = query.get("head"), query.get("tail"), query.get("relation")
     k = query.get("k", 10)
     if (head is None) == (tail is None):
-        raise ValueError("give exactly one of head (predict tails) or tail (predict heads)")
+        raise UserError("give exactly one of head (predict tails) or tail (predict heads)")
     if not isinstance(relation, str) or not isinstance(head if tail is None else tail, str):
-        raise ValueError("entities and relations are given by name or key")
+        raise UserError("entities and relations are given by name or key")
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
-        raise ValueError(f"k must be an integer in [1, {MAX_K}]")
+        raise UserError(f"k must be an integer in [1, {MAX_K}]")
     side = "tail" if head is not None else "head"
     return side, model.entity_id(head if head is not None else tail), \
         model.relation_id(relation), k
@@ -57,7 +58,7 @@ def answer(model: TrainedModel, queries: list[Any]) -> list[dict[str, Any]]:
         try:
             side, anchor, relation, k = parse_query(model, query)
             parsed[side].append((i, anchor, relation, k))
-        except ValueError as exc:
+        except UserError as exc:
             results[i]["error"] = str(exc)
     predictor = model.predictor  # the fused entity table, computed once at load
     for side, rows in parsed.items():
@@ -104,8 +105,8 @@ def make_server(model: TrainedModel, host: str = "127.0.0.1", port: int = 8000,
                 body = json.loads(self.rfile.read(length) or b"null")
                 queries = body.get("queries") if isinstance(body, dict) else None
                 if not isinstance(queries, list) or not 1 <= len(queries) <= MAX_QUERIES:
-                    raise ValueError(f"expected {{\"queries\": [...]}} with 1 to {MAX_QUERIES} "
-                                     "queries")
+                    raise UserError(f"expected {{\"queries\": [...]}} with 1 to {MAX_QUERIES} "
+                                    "queries")
             except (ValueError, UnicodeDecodeError) as exc:
                 return self._send(400, {"error": str(exc)})
             with lock:

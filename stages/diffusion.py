@@ -11,6 +11,7 @@ from dhns.config import Params, to_dict
 from dhns.device import resolve_device
 from dhns.diffusion.sampler import L1_OF_ZERO_PREDICTOR, DiffusionSampler
 from dhns.distributed import rank_and_world
+from dhns.errors import UserError
 from dhns.io import atomic_write_json, atomic_write_text
 from dhns.negatives import HierarchicalGenerator, diffusion_pairs, sampler_modalities
 from dhns.negatives.diagnostics import (
@@ -20,6 +21,7 @@ from dhns.negatives.diagnostics import (
     real_entity_diagnostics,
     summarise,
 )
+from dhns.negatives.projection import COLUMNS, projection_rows
 from dhns.training.checkpoint import load_kge, save_sampler
 from stages.common import (
     METRICS,
@@ -35,6 +37,7 @@ from stages.common import (
 from stages.inputs import filter_index, load_prepared
 
 DIAGNOSTIC_TRIPLES = 1000
+PROJECTION_QUERIES = 3  # panels of plots/figures/projection.png
 #: abar_{T-1} above this: the reverse chain starts off the training distribution.
 TERMINAL_ALPHA_BAR_NOTE = 0.05
 
@@ -48,8 +51,8 @@ def held_out_ratios(sampler: DiffusionSampler, x0, c, stream, seed: int) -> dict
 
 def run(params: Params) -> dict:
     if rank_and_world()[1] > 1:
-        raise ValueError("the diffusion stage runs as one process (its training loop is not "
-                         "data-parallel): start it without torchrun")
+        raise UserError("the diffusion stage runs as one process (its training loop is not "
+                        "data-parallel): start it without torchrun")
     check_outputs(SAMPLER_CKPT.parent, METRICS, PLOTS)
     kg = load_prepared()
     device = resolve_device(params.device)
@@ -119,6 +122,12 @@ def run(params: Params) -> dict:
     header = list(rows[0])
     body = [",".join(str(row[k]) for k in header) for row in rows]
     atomic_write_text(PLOTS / "diffusion_scores.csv", "\n".join([",".join(header), *body]) + "\n")
+    # The projection figure's points come from a generator of their own, so every output
+    # above stays what it was without them.
+    points = projection_rows(model, hier, diagnostic[:PROJECTION_QUERIES], filter_index(kg),
+                             generator(params, offset=7))
+    atomic_write_text(PLOTS / "diffusion_projection.csv", "\n".join(
+        [",".join(COLUMNS)] + [",".join(str(row[k]) for k in COLUMNS) for row in points]) + "\n")
     return report
 
 

@@ -1,5 +1,6 @@
 """I/O faults: an unwritable output folder fails before the work, a full disk mid-write keeps
-the old file, and both are one ``error: <path>: <reason>`` line, no traceback."""
+the old file, and both are one ``error: <path>: <reason>`` line, no traceback. So is every
+:class:`~dhns.errors.UserError`; a plain ``ValueError`` (a bug) keeps its traceback."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import errno
 import importlib
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -18,7 +21,13 @@ from typer.testing import CliRunner
 
 import dhns.io
 from dhns.cli import app
+from dhns.config import ConfigError
+from dhns.data.errors import DataError
+from dhns.data.vocabulary import VocabularyError
+from dhns.errors import USER_ERRORS, UserError
+from dhns.features.weights import WeightMappingError
 from dhns.io import atomic_torch_save, atomic_write_json
+from dhns.training.checkpoint import CheckpointError
 from stages.common import run_stage
 
 ENOSPC = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
@@ -164,3 +173,83 @@ def test_full_disk_in_a_stage_is_one_line_and_keeps_the_old_metrics(
     assert err[-1] == "error: metrics/prepare.json: No space left on device"
     assert all(line.startswith(("prepared ", "warning: ")) for line in err[:-1]), err
     assert (project / "metrics" / "prepare.json").read_text() == old
+
+
+# --------------------------------------------------------------------------- user errors, bugs
+
+
+@pytest.mark.parametrize("cls", [ConfigError, DataError, CheckpointError, VocabularyError,
+                                 WeightMappingError])
+def test_error_classes_are_user_errors(cls: type[Exception]) -> None:
+    assert issubclass(cls, UserError) and issubclass(cls, USER_ERRORS)
+    assert issubclass(UserError, ValueError)  # `except ValueError` still catches them all
+
+
+def test_a_plain_value_error_is_no_user_error() -> None:
+    assert not issubclass(ValueError, USER_ERRORS)
+
+
+def _raise(exc: Exception):
+    def fn(*args, **kwargs):
+        raise exc
+    return fn
+
+
+def test_stage_user_error_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "params.yaml").write_text("{}\n")
+    with pytest.raises(SystemExit) as info:
+        run_stage(_raise(UserError("bad input")), params_path=str(tmp_path / "params.yaml"))
+    assert info.value.code == 1
+    assert capsys.readouterr().err == "error: bad input\n"
+
+
+def test_stage_bug_keeps_its_traceback(tmp_path: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "params.yaml").write_text("{}\n")
+    with pytest.raises(ValueError, match="^bug$") as info:  # not SystemExit: it propagates
+        run_stage(_raise(ValueError("bug")), params_path=str(tmp_path / "params.yaml"))
+    assert not isinstance(info.value, UserError)
+    assert "error:" not in capsys.readouterr().err
+
+
+# `dhns results` imports no torch, so a real process (with Python's own traceback printing)
+# costs well under a second; _results_table stands for any library function with a bug.
+RESULTS_WITH_A_BUG = ("import dhns.cli as cli\n"
+                      "def bug(results):\n"
+                      "    raise ValueError('bug in the table code')\n"
+                      "cli._results_table = bug\n"
+                      "cli.app(prog_name='dhns')\n")
+
+
+def _results(tmp_path: Path, metrics: str, code: str) -> subprocess.CompletedProcess:
+    (tmp_path / "evaluate.json").write_text(metrics)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    return subprocess.run([sys.executable, "-c", code, "results", "--metrics", "evaluate.json"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_cli_bug_keeps_its_traceback(tmp_path: Path) -> None:
+    done = _results(tmp_path, '{"dhns": {"mrr": 0.5}}', RESULTS_WITH_A_BUG)
+    assert done.returncode != 0
+    assert "Traceback (most recent call last)" in done.stderr
+    assert done.stderr.rstrip().endswith("ValueError: bug in the table code")
+    assert "error:" not in done.stderr
+
+
+def test_cli_user_error_is_one_line_in_a_real_process(tmp_path: Path) -> None:
+    done = _results(tmp_path, "{not json", RESULTS_WITH_A_BUG)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert done.stderr.startswith("error: evaluate.json: not valid JSON")
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_cli_bug_is_not_reported_as_a_user_error(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import dhns.cli as cli
+
+    (tmp_path / "evaluate.json").write_text('{"dhns": {"mrr": 0.5}}')
+    monkeypatch.setattr(cli, "_results_table", _raise(ValueError("bug")))
+    result = CliRunner().invoke(app, ["results", "--metrics", str(tmp_path / "evaluate.json")])
+    assert type(result.exception) is ValueError and str(result.exception) == "bug"
+    assert "error:" not in result.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import shutil
@@ -82,6 +83,14 @@ def test_repro_writes_metrics_for_every_model(project: Path) -> None:
     for name in ("pretrain", "uniform", "retrain"):
         lines = (project / "plots" / f"{name}.csv").read_text().splitlines()
         assert lines[0] == "epoch,loss,valid_mrr" and len(lines) > 1
+    # The projection figure's points: three queries, each with its answer among the nearest
+    # real entities and every level's generated tails.
+    with open(project / "plots" / "diffusion_projection.csv", newline="") as handle:
+        points = list(csv.DictReader(handle))
+    levels = {f"level_{k + 1}" for k in range(len(diagnostics["level_steps"]))}
+    for q in ("0", "1", "2"):
+        kinds = [p["kind"] for p in points if p["query"] == q]
+        assert kinds.count("answer") == 1 and levels <= set(kinds)
 
 
 def test_every_declared_plot_renders_with_data(project: Path) -> None:
@@ -92,8 +101,16 @@ def test_every_declared_plot_renders_with_data(project: Path) -> None:
     spec = yaml.safe_load((project / "dvc.yaml").read_text())
     top_level = [next(iter(p)) for p in spec["plots"]]
     assert set(top_level) <= set(plots["data"])
+    images = [name for name in plots["data"] if name.endswith(".png")]
+    assert sorted(images) == [f"plots/figures/{n}.png" for n in ("projection", "scores",
+                                                                   "training")]
     for name, renders in plots["data"].items():
         assert renders, f"plot {name!r} rendered nothing"
+        if name in images:  # the offline view: PNGs the figures stage drew
+            assert renders[0]["type"] == "image"
+            data = (project / name).read_bytes()
+            assert data.startswith(b"\x89PNG") and len(data) > 10_000, name
+            continue
         values = renders[0]["content"]["data"]["values"]
         assert values, f"plot {name!r} has no data"
     scores = next(p for p in spec["plots"] if "diffusion_scores.csv" in str(p))

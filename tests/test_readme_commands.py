@@ -41,10 +41,6 @@ NOT_RUN_HERE = {
     "bench/row.sh MKG-Y 0": "a benchmark row: a fresh clone and hours of training",
     "ROW_TAG=lambda1 bench/row.sh MKG-Y 0 -S retrain.lambda_ha=1.0": "a benchmark row",
     ".venv/bin/python -m bench.summary": "run against the repository's results below",
-    ".venv/bin/pip install -r bench/requirements.txt -c requirements.lock -c <(echo "
-    "torch==2.14.1; echo torchvision==0.29.1)": "installs PyKEEN from the package index",
-    ".venv/bin/python -m bench.throughput --dataset-dir ../shared/data/DB15K --out "
-    "results/bench_throughput.json": "a benchmark on the shared DB15K copy (minutes)",
 }
 
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from dhns.errors import UserError
 
-class DataError(ValueError):
+
+class DataError(UserError):
     """A dataset file that cannot be used, located by file and (1-based) line.
 
     ``str(err)`` is ``"{path}:{line}: {message}"`` (or ``"{path}: {message}"`` when the

@@ -18,6 +18,7 @@ import torch
 
 from dhns.data.errors import DataError
 from dhns.data.kg import KnowledgeGraph
+from dhns.errors import UserError
 
 SPLITS = ("train", "valid", "test")
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
@@ -383,13 +384,13 @@ def top_up_valid(train: torch.Tensor, valid: torch.Tensor, min_valid: int,
     Returns ``(train, valid, message or None)``; nothing changes when valid is big enough.
 
     Raises:
-        ValueError: when valid would stay empty (``min_valid`` 0, or nothing can be moved):
+        UserError: when valid would stay empty (``min_valid`` 0, or nothing can be moved):
             training could not select a checkpoint or stop early.
     """
     need = min_valid - len(valid)
     if need <= 0:
         if not len(valid):
-            raise ValueError(
+            raise UserError(
                 "the valid split is empty and data.min_valid is 0: nothing to select a "
                 "checkpoint on (set data.min_valid > 0 to hold out training triples, or add "
                 "validation triples)"
@@ -407,7 +408,7 @@ def top_up_valid(train: torch.Tensor, valid: torch.Tensor, min_valid: int,
             if len(moved) == need:
                 break
     if not len(valid) and not moved:
-        raise ValueError(
+        raise UserError(
             "the valid split is empty and no training triple can be held out for it (each "
             "would leave an entity without training triples): add validation triples"
         )

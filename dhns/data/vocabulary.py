@@ -15,11 +15,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from dhns.errors import UserError
+
 #: Hex digits of the SHA-256 shown in messages (the comparison uses all 64).
 SHOWN_DIGITS = 12
 
 
-class VocabularyError(ValueError):
+class VocabularyError(UserError):
     """An artifact built on other entity or relation ids than the graph it is used with."""
 
 

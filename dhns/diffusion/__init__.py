@@ -1,4 +1,4 @@
-"""DiffHEG: conditional diffusion over entity embeddings (spec sections 2-3).
+"""DiffHEG: conditional diffusion over entity embeddings (docs/method.md, section 3).
 
 Tensor-level and KGE-agnostic: :class:`DiffusionSampler` trains on (x0, c, modality) batches and
 generates hardness-level states ``x_{t_k}`` from conditions.

@@ -1,4 +1,4 @@
-"""Conditional noise-prediction network eps(x_t, t, c, m) of DiffHEG (spec section 2)."""
+"""Conditional noise-prediction network eps(x_t, t, c, m) of DiffHEG (docs/method.md, section 3)."""
 
 from __future__ import annotations
 
@@ -35,14 +35,14 @@ def _linear(in_features: int, out_features: int) -> nn.Linear:
 class Denoiser(nn.Module):
     """eps_hat = net([x_t, emb(t) + emb(m), c]) for a batch mixing modalities.
 
-    Layout (spec section 2, the reference's MLP): sinusoidal time embedding -> MLP, plus a
-    learned per-modality embedding; input ``[x_t, time, c]`` (3D) -> LayerNorm -> Linear(3D, hD)
-    -> SiLU -> LayerNorm -> Linear(hD, D) -> Linear(D, D).
+    Layout (docs/method.md, section 3, the reference's MLP): sinusoidal time embedding -> MLP,
+    plus a learned embedding per stream (modality x direction); input ``[x_t, time, c]`` (3D)
+    -> LayerNorm -> Linear(3D, hD) -> SiLU -> LayerNorm -> Linear(hD, D) -> Linear(D, D).
 
     Args:
         dim: D, the embedding width (same for all modalities).
         num_modalities: number of rows of the modality embedding.
-        hidden_mult: h, hidden width multiplier (spec: 4).
+        hidden_mult: h, hidden width multiplier (docs/method.md, section 3: 4).
         generator: the only source of the initial weights (torch's global RNG is never
             drawn from). ``None`` means a generator seeded with 0, for a module whose weights
             are about to be loaded from a checkpoint.
@@ -63,7 +63,8 @@ class Denoiser(nn.Module):
             nn.LayerNorm(hidden),
             _linear(hidden, dim),
             # Two stacked linears without a non-linearity are one linear map in disguise; kept
-            # because the spec/reference layout has them (they change the optimisation only).
+            # because the reference layout (docs/method.md, section 3) has them (they change the
+            # optimisation only).
             _linear(dim, dim),
         )
         self.reset_parameters(generator or torch.Generator().manual_seed(0))

@@ -6,8 +6,8 @@ concatenates everything into one batch; this module trains on and generates from
 
 Scales: ``x0`` and ``c`` are standardised per modality and per dimension (statistics fitted once
 on the pretrained embeddings, :meth:`DiffusionSampler.fit_standardisation`) before diffusion, and
-generated states are mapped back to the embedding scale (spec section 2: the reference diffuses
-raw embeddings of scale ~0.01 and its denoiser collapses to predicting zero).
+generated states are mapped back to the embedding scale (docs/method.md, section 3: the
+reference diffuses raw embeddings of scale ~0.01 and its denoiser collapses to predicting zero).
 """
 
 from __future__ import annotations
@@ -167,16 +167,16 @@ class DiffusionSampler(nn.Module):
         """L1 noise-prediction loss on a mixed batch.
 
         ``t ~ U{0..T-1}`` and ``eps ~ N(0, I)`` per row, from ``generator``. Inputs are detached:
-        L_diff never reaches the KGE (spec section 4).
+        L_diff never reaches the KGE (docs/method.md, section 4).
 
         Args:
             x0: (B, D) targets, embedding scale. c: (B, D) conditions. modality: (B,) long.
         Returns:
             ``(loss, ratios)``: the scalar mean of ``|eps - eps_hat|`` over all rows and dims
-            (the spec's sum over modalities/directions up to a constant factor, which Adam
-            ignores), and per modality name its mean L1 divided by sqrt(2/pi) (1 = a denoiser
-            predicting zero; a learned one is clearly below 1). Modalities absent from the batch
-            are omitted from ``ratios``.
+            (the sum over modalities/directions of docs/method.md, section 6, up to a constant
+            factor, which Adam ignores), and per modality name its mean L1 divided by
+            sqrt(2/pi) (1 = a denoiser predicting zero; a learned one is clearly below 1).
+            Modalities absent from the batch are omitted from ``ratios``.
         """
         x0s = self.standardise_x0(x0.detach(), modality)
         cs = self.standardise_c(c.detach(), modality)
@@ -291,8 +291,9 @@ class DiffusionSampler(nn.Module):
         """Run the conditional reverse process and return the states at the hardness levels.
 
         Starts from ``x_{T-1} ~ N(0, I)`` (standardised space) and returns the intermediate
-        states ``x_{t_k}`` (spec section 3: "hardness levels are intermediate states at t_k";
-        smaller t = closer to the data = harder), de-standardised with each row's modality.
+        states ``x_{t_k}`` (docs/method.md, section 3: hardness levels are intermediate states
+        at t_k; smaller t = closer to the data = harder), de-standardised with each row's
+        modality.
 
         Args:
             c: (B, D) conditions, embedding scale. modality: (B,) long.

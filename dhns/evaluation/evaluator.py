@@ -1,4 +1,4 @@
-"""Filtered link-prediction evaluation (spec section 5).
+"""Filtered link-prediction evaluation (docs/method.md, section 5).
 
 Every test triple ``(h, r, t)`` is ranked twice, ``(h, r, ?)`` against all ``N`` entities as
 tails and ``(?, r, t)`` against all entities as heads, after removing every other known true

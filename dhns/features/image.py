@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from dhns.config import ImageFeatureConfig
 from dhns.data.kg import KnowledgeGraph
+from dhns.errors import UserError
 from dhns.features.table import FeatureTable
 from dhns.features.weights import WeightMappingError, load_builtin, load_mapped
 
@@ -44,14 +45,14 @@ def build_image_model(backbone: str, weights: str = "builtin") -> tuple[nn.Modul
         return timm.create_model(backbone, pretrained=False).eval(), "none (random)"
     path = Path(weights)
     if not path.is_file():
-        raise ValueError(
+        raise UserError(
             f"image weights {weights!r}: not 'builtin', 'timm', 'none' or an existing file"
         )
     state = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
-        raise ValueError(f"{path}: expected a state dict, got {type(state).__name__}")
+        raise UserError(f"{path}: expected a state dict, got {type(state).__name__}")
     has_head = any(k.startswith("classifier.") for k in state)
     extra = {} if has_head else {"num_classes": 0}
     model = timm.create_model(backbone, pretrained=False, **extra)

@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 
 from dhns.data.vocabulary import Vocabulary, check_vocabulary
+from dhns.errors import UserError
 from dhns.features.table import FeatureTable
 
 
@@ -24,7 +25,7 @@ def load_precomputed(path: str | Path, num_entities: int,
     a table that records a vocabulary of its own can be, and is, checked against it.
 
     Raises:
-        ValueError: not 2-D, wrong number of rows, or non-finite values; the message names
+        UserError: not 2-D, wrong number of rows, or non-finite values; the message names
             the file, and the expected shape or the first bad row.
         VocabularyError: a dhns table recording another graph's vocabulary.
     """
@@ -32,11 +33,14 @@ def load_precomputed(path: str | Path, num_entities: int,
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
-        raise ValueError(f"{path}: no such precomputed feature file") from None
+        raise UserError(f"{path}: no such precomputed feature file") from None
     mask = None
     meta: dict = {}
     if isinstance(obj, dict) and "features" in obj and "mask" in obj:
-        table = FeatureTable.from_dict(obj)
+        try:
+            table = FeatureTable.from_dict(obj)
+        except ValueError as exc:  # the file's features and mask do not fit together
+            raise UserError(f"{path}: {exc}") from None
         if vocabulary is not None and table.vocabulary is not None:
             check_vocabulary(path, table.vocabulary, vocabulary, graph_source,
                              "point the precomputed option at this dataset's features")
@@ -46,15 +50,15 @@ def load_precomputed(path: str | Path, num_entities: int,
     elif isinstance(obj, torch.Tensor):
         tensor = obj
     else:
-        raise ValueError(
+        raise UserError(
             f"{path}: expected a (N, d) tensor or a FeatureTable dict, got {type(obj).__name__}"
         )
     if tensor.dim() != 2:
-        raise ValueError(
+        raise UserError(
             f"{path}: expected a 2-D tensor ({num_entities}, d), got shape {tuple(tensor.shape)}"
         )
     if tensor.shape[0] != num_entities:
-        raise ValueError(
+        raise UserError(
             f"{path}: expected shape ({num_entities}, d) (one row per entity), "
             f"got {tuple(tensor.shape)}"
         )
@@ -63,7 +67,7 @@ def load_precomputed(path: str | Path, num_entities: int,
     if not bool(finite.all()):
         bad = int((~finite).nonzero()[0, 0])
         count = int((~finite).sum())
-        raise ValueError(
+        raise UserError(
             f"{path}: non-finite values (NaN/inf) in row {bad} (entity id {bad}); "
             f"{count} bad row(s) in total"
         )

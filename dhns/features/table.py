@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from dhns.data.vocabulary import Vocabulary, check_vocabulary
+from dhns.errors import UserError
 from dhns.io import atomic_torch_save
 
 FORMAT = "dhns.FeatureTable/1"
@@ -82,7 +83,7 @@ class FeatureTable:
     def from_dict(cls, obj: dict[str, Any]) -> FeatureTable:
         missing = {"features", "mask"} - set(obj)
         if missing:
-            raise ValueError(f"not a FeatureTable dict: missing {sorted(missing)}")
+            raise UserError(f"not a FeatureTable dict: missing {sorted(missing)}")
         return cls(features=obj["features"], mask=obj["mask"], meta=dict(obj.get("meta") or {}),
                    vocabulary=Vocabulary.from_dict(obj.get("vocabulary")))
 
@@ -101,11 +102,11 @@ class FeatureTable:
         """
         obj = torch.load(Path(path), map_location="cpu", weights_only=True)
         if not isinstance(obj, dict):
-            raise ValueError(f"{path}: expected a FeatureTable dict, got {type(obj).__name__}")
+            raise UserError(f"{path}: expected a FeatureTable dict, got {type(obj).__name__}")
         try:
             table = cls.from_dict(obj)
-        except ValueError as exc:
-            raise ValueError(f"{path}: {exc}") from None
+        except ValueError as exc:  # the file's tensors do not make a table (__post_init__)
+            raise UserError(f"{path}: {exc}") from None
         if vocabulary is not None:
             check_vocabulary(path, table.vocabulary, vocabulary, graph_source, REBUILD)
         return table

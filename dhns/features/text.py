@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 from dhns.config import TextFeatureConfig
 from dhns.data.kg import KnowledgeGraph
+from dhns.errors import UserError
 from dhns.features.table import FeatureTable
 
 BUILTIN_PREFIX = "builtin:"
@@ -30,7 +31,7 @@ def resolve_text_model(name: str) -> tuple[str, bool]:
     if name.startswith(BUILTIN_PREFIX):
         key = name[len(BUILTIN_PREFIX):]
         if key not in _BUILTIN_MODELS:
-            raise ValueError(
+            raise UserError(
                 f"unknown builtin text model {name!r} "
                 f"(builtin: {', '.join(BUILTIN_PREFIX + k for k in _BUILTIN_MODELS)})"
             )
@@ -92,12 +93,12 @@ TEMPLATE_FIELDS = ("name", "description", "relations", "neighbours")
 
 
 def template_fields(template: str) -> list[str]:
-    """The fields ``template`` names; ValueError naming an unknown one."""
+    """The fields ``template`` names; UserError naming an unknown one."""
     names = [field for _, field, _, _ in string.Formatter().parse(template) if field is not None]
     unknown = sorted(set(names) - set(TEMPLATE_FIELDS))
     if unknown:
-        raise ValueError(f"features.text.template: unknown field {{{unknown[0]}}} (known: "
-                         f"{', '.join('{' + f + '}' for f in TEMPLATE_FIELDS)})")
+        raise UserError(f"features.text.template: unknown field {{{unknown[0]}}} (known: "
+                        f"{', '.join('{' + f + '}' for f in TEMPLATE_FIELDS)})")
     return names
 
 

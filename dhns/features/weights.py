@@ -17,8 +17,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from dhns.errors import UserError
 
-class WeightMappingError(ValueError):
+
+class WeightMappingError(UserError):
     """A state dict that does not cover the model exactly (names the offending keys)."""
 
 
@@ -206,10 +208,10 @@ def load_mapped(
 def load_builtin(model: nn.Module, backbone: str) -> Path:
     """Load the shipped ImageNet weights for ``backbone`` into ``model`` (with classifier).
 
-    Returns the weights file used. Raises ``ValueError`` for a backbone we ship no weights for.
+    Returns the weights file used. Raises ``UserError`` for a backbone we ship no weights for.
     """
     if backbone not in BUILTIN:
-        raise ValueError(
+        raise UserError(
             f"no builtin weights for backbone {backbone!r} (builtin: {', '.join(sorted(BUILTIN))});"
             " pass a path to a timm state dict, or weights='timm' when online"
         )

@@ -10,6 +10,7 @@ import torch
 
 from dhns.config import KGEConfig
 from dhns.data.kg import KnowledgeGraph
+from dhns.errors import UserError
 from dhns.features.table import FeatureTable
 from dhns.kge.model import STRUCTURE, KGEModelConfig, MultimodalKGE
 
@@ -24,8 +25,8 @@ def build_kge(cfg: KGEConfig, kg: KnowledgeGraph, features: dict[str, FeatureTab
     tables = {}
     for name in cfg.modalities:
         if name not in KNOWN_MODALITIES:
-            raise ValueError(f"kge.modalities: unknown modality {name!r}; "
-                             f"choose from {list(KNOWN_MODALITIES)}")
+            raise UserError(f"kge.modalities: unknown modality {name!r}; "
+                            f"choose from {list(KNOWN_MODALITIES)}")
         if name == STRUCTURE:
             continue
         table = features.get(name)
@@ -33,8 +34,8 @@ def build_kge(cfg: KGEConfig, kg: KnowledgeGraph, features: dict[str, FeatureTab
             notes.append(f"{name}: no features, modality left out")
             continue
         if table.num_entities != kg.num_entities:
-            raise ValueError(f"{name} features have {table.num_entities} rows, the KG has "
-                             f"{kg.num_entities} entities")
+            raise UserError(f"{name} features have {table.num_entities} rows, the KG has "
+                            f"{kg.num_entities} entities")
         modalities.append(name)
         tables[name] = (table.features, table.mask)
     config = KGEModelConfig(

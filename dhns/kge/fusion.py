@@ -1,4 +1,4 @@
-"""Masked attention fusion over modalities (AdaMF-style, DHNS spec section 1)."""
+"""Masked attention fusion over modalities (AdaMF-style, docs/method.md, section 1)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The multimodal KGE backbone (DHNS spec, section 1)."""
+"""The multimodal KGE backbone (docs/method.md, section 1)."""
 
 from __future__ import annotations
 

@@ -65,7 +65,7 @@ class Scorer:
         """Where the missing entity should be: ``(..., D)``.
 
         ``direction="tail"`` conditions on the head (query ``(h, r, ?)``), ``"head"`` on the
-        tail. Parameter-free, mirrors the score function (DHNS spec, section 2).
+        tail. Parameter-free, mirrors the score function (docs/method.md, section 3).
         """
         return self.query(anchor, relation, direction)
 

@@ -1,4 +1,5 @@
-"""Hierarchical negatives: generated entity embeddings at several hardness levels (spec §3).
+"""Hierarchical negatives: generated entity embeddings at several hardness levels
+(docs/method.md, section 4).
 
 For a batch of positives, every stream (modality x direction) runs one conditional reverse
 chain, all streams batched through the denoiser together; the states at the level timesteps

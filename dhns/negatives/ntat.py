@@ -1,4 +1,4 @@
-"""NTAT: negative triple-adaptive training with hardness-aware margins (DHNS spec, section 4).
+"""NTAT: negative triple-adaptive training with hardness-aware margins (docs/method.md, section 4).
 
 ``L = L_KGC + lambda * L_HA``; this module provides ``lambda * L_HA`` as a loss term for the
 trainer. ``L_HA`` is the weighted mean over levels ``k`` and the three negative types

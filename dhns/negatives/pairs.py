@@ -1,4 +1,4 @@
-"""Diffusion training pairs ``(x0, c)`` built from a KGE (DHNS spec, section 2).
+"""Diffusion training pairs ``(x0, c)`` built from a KGE (docs/method.md, section 3).
 
 The sampler sees one "stream" per (modality, direction): ``"text:tail"`` generates tails from
 text embeddings conditioned on ``C(e_text(h), r)``; ``"text:head"`` generates heads conditioned
@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from dhns.errors import UserError
 from dhns.kge.model import MultimodalKGE
 
 DIRECTIONS = ("tail", "head")
@@ -21,11 +22,11 @@ def sampler_modalities(model: MultimodalKGE, wanted: list[str]) -> list[str]:
     params ask for (``model.modalities``), in a fixed order."""
     unknown = [m for m in wanted if m not in ("structure", "text", "image")]
     if unknown:
-        raise ValueError(f"model.modalities: unknown modality {unknown[0]!r}")
+        raise UserError(f"model.modalities: unknown modality {unknown[0]!r}")
     mods = [m for m in model.modalities if m in wanted]
     if not mods:
-        raise ValueError(f"model.modalities {wanted} shares nothing with the KGE's "
-                         f"modalities {model.modalities}")
+        raise UserError(f"model.modalities {wanted} shares nothing with the KGE's "
+                        f"modalities {model.modalities}")
     return [f"{m}:{d}" for m in mods for d in DIRECTIONS]
 
 

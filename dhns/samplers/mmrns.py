@@ -53,6 +53,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from dhns.config import COUNT, FRACTION, POSITIVE, num
+from dhns.errors import UserError
 from dhns.kge.model import MultimodalKGE
 from dhns.kge.negatives import NegativeBatch
 from dhns.samplers.base import NegativeSampler, SamplerContext, own_entities, replace_own
@@ -87,8 +88,8 @@ class MMRNSSampler(NegativeSampler):
                  options: MMRNSOptions | None = None, chunk_size: int = 64) -> None:
         super().__init__(context, num_negatives, options, chunk_size)
         if self.num_entities < 2:
-            raise ValueError("mmrns needs at least 2 entities (a negative differs from the "
-                             "positive's own entity)")
+            raise UserError("mmrns needs at least 2 entities (a negative differs from the "
+                            "positive's own entity)")
         self.num_uniform = int(round(self.options.uniform_share * num_negatives))
         self.num_hard = num_negatives - self.num_uniform
         # Known (relation, entity) pairs per side (0: heads, 1: tails), each pair once: the

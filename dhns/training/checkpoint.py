@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from dhns.data.vocabulary import Vocabulary, check_vocabulary
+from dhns.errors import UserError
 from dhns.io import atomic_torch_save
 from dhns.kge.model import KGEModelConfig, MultimodalKGE
 from dhns.samplers.base import NegativeSampler
@@ -28,7 +29,7 @@ FORMAT = "dhns-checkpoint/1"
 RETRAIN = "retrain it on this dataset or use the dataset it was trained on"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A file that is not a dhns checkpoint of the expected kind."""
 
 

@@ -18,7 +18,7 @@ from dhns.samplers import NegativeSampler, SamplerContext, build_sampler, sample
 from dhns.training.trainer import LossFn, Validate
 
 #: ``kge.sparse_updates: auto`` turns lazy row updates on from this many entities.
-SPARSE_FROM_ENTITIES = 10_000
+SPARSE_FROM_ENTITIES = 50_000
 
 
 def sparse_updates(cfg: KGEConfig, num_entities: int) -> bool:
