@@ -16,6 +16,7 @@ from dhns.kge.build import compile_scoring
 from dhns.samplers import NegativeSampler
 from dhns.training.checkpoint import load_kge, restore_negative_sampler, save_kge
 from dhns.training.kgc import kgc_loss, negative_sampler, sparse_updates, with_extra_loss
+from dhns.training.live import LiveLog
 from dhns.training.pretrain import selection_validator
 from dhns.training.trainer import LossFn, Trainer
 from stages.common import (
@@ -65,9 +66,11 @@ def continue_training(params: Params, name: str, out: Path, extra_loss: LossFn |
 
     validate = selection_validator(params, kg)
     log(f"{name}: continuing from the pretrained checkpoint for {cfg.epochs} epochs")
+    live = LiveLog(name)
     trainer = Trainer(model, kg.train, loss_fn, epochs=cfg.epochs, batch_size=cfg.batch_size,
                       lr=cfg.lr, generator=gen, validate=validate, eval_every=cfg.eval_every,
                       patience=0, log=log, progress=sys.stderr.isatty(), desc=name,
+                      on_epoch_end=live,
                       validate_start=True, lr_schedule=cfg.lr_schedule,
                       warmup_epochs=cfg.warmup_epochs,
                       resume=resume_file(params, name, [PREPARED, PRETRAIN_CKPT] + (
@@ -78,6 +81,8 @@ def continue_training(params: Params, name: str, out: Path, extra_loss: LossFn |
                                 **(stateful or {})},
                       sparse_updates=sparse_updates(kge, kg.num_entities))
     result = trainer.fit()
+    live.end({"best_epoch": result.best_epoch, "best_valid_mrr": result.best_valid_mrr,
+              "start_valid_mrr": result.start_valid_mrr})
     if not is_main_process():  # ranks > 0 of a distributed run hold the same model: rank 0 writes
         return {}
     save_kge(out, model, meta={"dataset": kg.name, "stage": name, "params": to_dict(params),

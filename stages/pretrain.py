@@ -7,6 +7,7 @@ import sys
 from dhns.config import Params, to_dict
 from dhns.distributed import is_main_process
 from dhns.training.checkpoint import save_kge
+from dhns.training.live import LiveLog
 from dhns.training.pretrain import pretrain_kge
 from stages.common import (
     IMAGE_FEATURES,
@@ -29,8 +30,12 @@ def run(params: Params) -> dict:
     kg = load_prepared()
     features = load_features(params, kg)
     resume = resume_file(params, "pretrain", [PREPARED, TEXT_FEATURES, IMAGE_FEATURES])
+    live = LiveLog("pretrain")
     done = pretrain_kge(params, kg, features, log=log, progress=sys.stderr.isatty(),
-                        resume=resume, checkpoint_every=params.resume.checkpoint_every)
+                        on_epoch_end=live, resume=resume,
+                        checkpoint_every=params.resume.checkpoint_every)
+    live.end({"best_epoch": done.result.best_epoch,
+              "best_valid_mrr": done.result.best_valid_mrr})
     if not is_main_process():  # ranks > 0 of a distributed run hold the same model: rank 0 writes
         return {}
     save_kge(PRETRAIN_CKPT, done.model, meta={

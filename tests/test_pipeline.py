@@ -83,6 +83,12 @@ def test_repro_writes_metrics_for_every_model(project: Path) -> None:
     for name in ("pretrain", "uniform", "retrain"):
         lines = (project / "plots" / f"{name}.csv").read_text().splitlines()
         assert lines[0] == "epoch,loss,valid_mrr" and len(lines) > 1
+        # DVCLive's live copy of the same records: one loss row per epoch.
+        epochs = len(lines) - 1
+        live = json.loads((project / "dvclive" / name / "metrics.json").read_text())
+        assert live["step"] == epochs and "best_valid_mrr" in live
+        loss_rows = (project / "dvclive" / name / "plots/metrics/loss.tsv").read_text()
+        assert len(loss_rows.splitlines()) == epochs + 1
     # The projection figure's points: three queries, each with its answer among the nearest
     # real entities and every level's generated tails.
     with open(project / "plots" / "diffusion_projection.csv", newline="") as handle:
