@@ -244,3 +244,21 @@ def test_scale_random_graph_and_one_cell(tmp_path: Path) -> None:
     assert row["entities"] == 500 and row["mode"] == "sparse"
     assert row["train_triples_per_s"] > 0 and row["rank_queries_per_s"] > 0
     assert 0 < row["peak_rss_gib"] < 8
+
+
+def test_gpu_bench_runs_on_the_cpu_and_checks_ranks(tmp_path: Path) -> None:
+    from bench import gpu
+    from dhns.config import SyntheticConfig
+    from dhns.data import generate_synthetic
+
+    data = tmp_path / "synthetic"
+    generate_synthetic(SyntheticConfig(num_entities=80, num_types=2, num_relations=3,
+                                       triples_per_relation=60, image_size=8), data)
+    out = tmp_path / "gpu.json"
+    gpu.main(["--dataset-dir", str(data), "--device", "cpu", "--cpu-check", "10",
+              "--out", str(out)])
+    result = json.loads(out.read_text())
+    assert result["cpu_rank_check"] == {"triples": 10, "tail_ranks_equal": 10,
+                                        "max_rank_difference": 0}
+    assert result["epoch_seconds"] > 0 and result["rank_triples_per_s"] > 0
+    assert 0 < result["test_mrr_after_two_epochs"] <= 1

@@ -4,28 +4,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
-from tiny_project import PIPELINE_TINY
+from tiny_project import PIPELINE_TINY, dotted
 
 import dhns
 from dhns.config import ConfigError
 from dhns.runs import StageFailed, stage_commands
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def dotted(tree: dict, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(dotted(value, f"{name}."))
-        else:
-            out[name] = value
-    return out
 
 
 @pytest.fixture(scope="module")

@@ -64,3 +64,15 @@ def merge(base: dict, update: dict) -> dict:
         else:
             base[key] = value
     return base
+
+
+def dotted(tree: dict, prefix: str = "") -> dict[str, object]:
+    """A nested params mapping as ``{"a.b": value}`` overrides (``dvc exp run -S`` keys)."""
+    out: dict[str, object] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(dotted(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
