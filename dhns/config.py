@@ -102,6 +102,11 @@ class SyntheticConfig:
     missing_image: float = num(0.1, FRACTION)
     image_size: int = num(32, COUNT)
     seed: int = num(0, SEED)
+    # How a non-attribute relation picks its tails: groups (any of ~20 interchangeable
+    # entities of the mapped group) or ring (the ring_spread entities nearest to a
+    # relation-specific map of the head's position on its type's ring).
+    structure: Literal["groups", "ring"] = "groups"
+    ring_spread: int = num(3, COUNT)
 
 
 @dataclass

@@ -58,6 +58,7 @@ VERBS = (
     "powers", "follows", "imitates", "contains",
 )
 NOISE = 0.05  # fraction of tails drawn uniformly from the tail type
+RING_FILL = 0.7  # ring structure: share of a relation's distinct true triples that are drawn
 
 
 def _unique(name: str, taken: set[str]) -> str:
@@ -80,6 +81,12 @@ def _plan(cfg: SyntheticConfig, rng: np.random.Generator) -> dict:
     groups = np.zeros(n, dtype=np.int64)
     for members in per_type:
         groups[members] = rng.permutation(np.arange(len(members)) % n_groups)
+    # Ring positions: the entities of each type evenly spaced on [0, 1) in random order (drawn
+    # only for the ring structure, so the groups structure's draws stay what they were).
+    ring = cfg.structure == "ring"
+    positions = np.zeros(n)
+    for members in per_type if ring else []:
+        positions[members] = rng.permutation(len(members)) / max(1, len(members))
     type_names = [TYPE_NAMES[k] if k < len(TYPE_NAMES) else f"type{k}" for k in range(t)]
     names = []
     for i in range(n):
@@ -102,15 +109,23 @@ def _plan(cfg: SyntheticConfig, rng: np.random.Generator) -> dict:
             verb_i += 1
             relations.append({"name": _unique(verb, taken), "kind": "cluster",
                               "head_type": head_t, "tail_type": tail_t,
-                              "mapping": rng.permutation(n_groups).tolist()})
+                              "mapping": rng.permutation(n_groups).tolist(),
+                              # ring: tail position = scale * head position + shift (mod 1)
+                              **({"scale": int(rng.choice([-2, -1, 1, 2])),
+                                  "shift": float(rng.random())} if ring else {})})
     return {"types": types, "type_names": type_names, "attrs": attrs, "values": values,
             "groups": groups, "n_groups": n_groups, "per_type": per_type, "names": names,
-            "relations": relations}
+            "relations": relations, "positions": positions, "structure": cfg.structure,
+            "spread": cfg.ring_spread}
 
 
 def _tail_pool(plan: dict, rel: dict, h: int) -> np.ndarray:
     """Entities that are correct tails for head ``h`` under relation ``rel``."""
     cands = plan["per_type"][rel["tail_type"]]
+    if rel["kind"] == "cluster" and plan["structure"] == "ring":
+        target = (rel["scale"] * plan["positions"][h] + rel["shift"]) % 1.0
+        gap = np.abs(plan["positions"][cands] - target)
+        return cands[np.argsort(np.minimum(gap, 1.0 - gap), kind="stable")[:plan["spread"]]]
     if rel["kind"] == "cluster":
         want = rel["mapping"][plan["groups"][h]]
         return cands[plan["groups"][cands] == want]
@@ -141,8 +156,13 @@ def _sample_triples(cfg: SyntheticConfig, plan: dict, rng: np.random.Generator) 
         if not len(heads):
             continue
         made, tries = 0, 0
+        wanted = cfg.triples_per_relation
+        if rel["kind"] == "cluster" and plan["structure"] == "ring":
+            # A ring relation has len(heads) * spread distinct true triples; asking for more
+            # would fill the rest with noise (retries keep drawing it), so stop at 70%.
+            wanted = min(wanted, int(RING_FILL * len(heads) * plan["spread"]))
         # Bounded retries: small or dense configs may admit fewer distinct triples.
-        while made < cfg.triples_per_relation and tries < 20 * cfg.triples_per_relation:
+        while made < wanted and tries < 20 * cfg.triples_per_relation:
             u = rng.random(3)
             made += draw(r, int(heads[int(u[0] * len(heads))]), u[1], u[2])
             tries += 1
@@ -315,6 +335,8 @@ def generate_synthetic(cfg: SyntheticConfig, out_dir: str | Path) -> None:
             "entities": {
                 names[i]: {"type": plan["type_names"][plan["types"][i]],
                            "group": int(plan["groups"][i]),
+                           **({"position": round(float(plan["positions"][i]), 6)}
+                              if plan["structure"] == "ring" else {}),
                            **{a: ATTRIBUTES[a][plan["values"][a][i]] for a in plan["attrs"]}}
                 for i in range(n)
             },
