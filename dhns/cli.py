@@ -225,7 +225,11 @@ _add_stage("retrain", "retrain",
            "Continue the pretrained KGE with DHNS hierarchical negatives from the diffusion "
            "sampler (retrain). Reads artifacts/pretrain/model.pt and "
            "artifacts/diffusion/sampler.pt; writes artifacts/retrain/model.pt, "
-           "metrics/retrain.json and plots/retrain.csv.")
+           "metrics/retrain.json, plots/retrain.csv and dvclive/retrain.")
+_add_stage("figures", "figures",
+           "Draw the run's PNG figures (training curves, score distributions, a PCA of the "
+           "generated negatives among the real entities) from plots/*.csv and "
+           "metrics/pretrain.json; writes plots/figures/*.png.")
 
 
 # --------------------------------------------------------------------------- tune

@@ -208,3 +208,13 @@ def test_evaluate_option_misuse(toy) -> None:
     zero = runner.invoke(app, ["evaluate", "--checkpoint", str(checkpoint), "--dataset",
                                str(dataset), "--batch-size", "0"])
     assert_user_error(zero, "--batch-size")
+
+
+def test_every_pipeline_stage_has_a_command() -> None:
+    """``dvc.yaml``'s stages and the CLI's stage commands are the same set (``_`` -> ``-``)."""
+    import yaml
+
+    stages = yaml.safe_load((Path(__file__).resolve().parents[1] / "dvc.yaml").read_text())
+    commands = {c.name for c in app.registered_commands}
+    missing = [s for s in stages["stages"] if s.replace("_", "-") not in commands]
+    assert not missing, f"pipeline stages without a dhns command: {missing}"
