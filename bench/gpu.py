@@ -5,12 +5,12 @@ Usage (``bench/gpu.sh`` runs it, then the suite's CUDA tests)::
     python -m bench.gpu --dataset-dir ../shared/data/DB15K --out results/bench_gpu_DB15K.json \
         [--device cuda] [--cpu-check 500]
 
-The benchmark recipe's model (RotatE d = 250, structure only, 64 uniform negatives shared by
-chunks of 64, batch 1024, fused scoring): one warm-up epoch (compilation), then one timed
-epoch with :class:`dhns.training.trainer.Trainer`, then the filtered ranking of the whole
-test split, both sides (:func:`dhns.evaluation.evaluate`), timed. The same weights then rank
-the first ``--cpu-check`` test triples on the CPU too, and the file records how many ranks
-agree (fp32 on both; a different reduction order may flip exact near-ties).
+The benchmark recipe's model and training step, as :mod:`bench.scale` runs them
+(:func:`~bench.scale.recipe_model`, :func:`~bench.scale.second_epoch_seconds`): one warm-up
+epoch (compilation), then one timed epoch over the whole train split, then the filtered
+ranking of the whole test split, both sides (:func:`dhns.evaluation.evaluate`), timed. The
+same weights then rank the first ``--cpu-check`` test triples on the CPU too, and the file
+records how many ranks agree (fp32 on both; a different reduction order may flip exact near-ties).
 """
 
 from __future__ import annotations
@@ -24,16 +24,12 @@ from pathlib import Path
 
 import torch
 
+from bench.scale import recipe_model, second_epoch_seconds
 from dhns.data import load_dataset
 from dhns.evaluation import FilterIndex, evaluate
 from dhns.evaluation.evaluator import rank_targets
 from dhns.io import atomic_write_json
-from dhns.kge.model import KGEModelConfig, MultimodalKGE
-from dhns.samplers.corruption import uniform_sampler
-from dhns.training.kgc import sampled_loss
-from dhns.training.trainer import Trainer
-
-DIM, GAMMA, NEGATIVES, CHUNK, BATCH, LR = 250, 6.0, 64, 64, 1024, 1e-3
+from dhns.kge.model import MultimodalKGE
 
 
 def tail_ranks(model: MultimodalKGE, triples: torch.Tensor, index: FilterIndex) -> torch.Tensor:
@@ -62,14 +58,8 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit("no CUDA device here: bench.gpu needs one (or --device cpu)")
     kg, _ = load_dataset(args.dataset_dir)
     gen = torch.Generator().manual_seed(args.seed)
-    model = MultimodalKGE(KGEModelConfig("rotate", DIM, GAMMA, kg.num_entities,
-                                         kg.num_relations), generator=gen).to(device)
-    model.scorer.fuse()
-    sampler = uniform_sampler(kg.num_entities, NEGATIVES, CHUNK)
-    trainer = Trainer(model, kg.train, sampled_loss(sampler, 1.0, gen), epochs=2,
-                      batch_size=BATCH, lr=LR, generator=gen, progress=False,
-                      log=lambda _m: None)
-    history = trainer.fit().history  # epoch 1 compiles; epoch 2 is the timed one
+    model = recipe_model(kg.num_entities, kg.num_relations, gen, device)
+    epoch_seconds = second_epoch_seconds(model, kg.train, gen)
     index = FilterIndex(kg.all_triples(), kg.num_relations)
     evaluate(model.link_predictor(), kg.test[:2], index, kg.num_entities, progress=False)
     if device.type == "cuda":
@@ -95,8 +85,8 @@ def main(argv: list[str] | None = None) -> None:
                    else platform.processor() or platform.machine()),
         "torch": torch.__version__,
         "dataset": kg.name, "train_triples": len(kg.train),
-        "epoch_seconds": round(history[1]["seconds"], 3),
-        "train_triples_per_s": round(len(kg.train) / history[1]["seconds"], 1),
+        "epoch_seconds": round(epoch_seconds, 3),
+        "train_triples_per_s": round(len(kg.train) / epoch_seconds, 1),
         "test_ranking_seconds": round(rank_seconds, 3),
         "rank_triples_per_s": round(len(kg.test) / rank_seconds, 1),  # both sides each
         "test_mrr_after_two_epochs": metrics["mrr"],

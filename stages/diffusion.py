@@ -35,6 +35,7 @@ from stages.common import (
     run_stage,
 )
 from stages.inputs import filter_index, load_prepared
+from stages.reporting import write_csv
 
 DIAGNOSTIC_TRIPLES = 1000
 PROJECTION_QUERIES = 3  # panels of plots/figures/projection.png
@@ -88,9 +89,10 @@ def run(params: Params) -> dict:
     pick = torch.randperm(len(kg.train), generator=gen)[:DIAGNOSTIC_TRIPLES]
     diagnostic = train[pick.to(device)]
     negatives = hier.generate(model, diagnostic, gen)
+    known = filter_index(kg)  # the diagnostics' and the projection's known answers
     scores = level_scores(model, hier, diagnostic, gen, negatives)
     summary = {**summarise(scores), "dispersion": level_dispersion(model, hier, negatives),
-               **real_entity_diagnostics(model, hier.levels, negatives, filter_index(kg))}
+               **real_entity_diagnostics(model, hier.levels, negatives, known)}
     log(f"diffusion: mean scores {summary['mean_score']} "
         f"(levels ordered: {summary['levels_ordered']}); dispersion vs real embeddings "
         f"{summary['dispersion']}")
@@ -119,15 +121,12 @@ def run(params: Params) -> dict:
     levels = [k for k in scores if k.startswith("t=")]
     rows = histogram_rows({f"level_{levels.index(k) + 1}" if k in levels else k: v
                            for k, v in scores.items()})
-    header = list(rows[0])
-    body = [",".join(str(row[k]) for k in header) for row in rows]
-    atomic_write_text(PLOTS / "diffusion_scores.csv", "\n".join([",".join(header), *body]) + "\n")
+    write_csv(PLOTS / "diffusion_scores.csv", list(rows[0]), rows)
     # The projection figure's points come from a generator of their own, so every output
     # above stays what it was without them.
-    points = projection_rows(model, hier, diagnostic[:PROJECTION_QUERIES], filter_index(kg),
+    points = projection_rows(model, hier, diagnostic[:PROJECTION_QUERIES], known,
                              generator(params, offset=7))
-    atomic_write_text(PLOTS / "diffusion_projection.csv", "\n".join(
-        [",".join(COLUMNS)] + [",".join(str(row[k]) for k in COLUMNS) for row in points]) + "\n")
+    write_csv(PLOTS / "diffusion_projection.csv", COLUMNS, points)
     return report
 
 

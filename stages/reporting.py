@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from dhns.io import atomic_write_json, atomic_write_text
@@ -35,6 +36,12 @@ def write_history(name: str, result: TrainResult, metrics_dir: Path, plots_dir: 
         lines.append(",".join(map(str, cells)))
     atomic_write_text(plots_dir / f"{name}.csv", "\n".join(lines) + "\n")
     return summary
+
+
+def write_csv(path: Path, header: Sequence[str], rows: Sequence[Mapping]) -> None:
+    """``rows`` (mappings holding every ``header`` key) as a CSV file with that header."""
+    lines = [",".join(header)] + [",".join(str(row[k]) for k in header) for row in rows]
+    atomic_write_text(path, "\n".join(lines) + "\n")
 
 
 def _rounded(value: float | None, digits: int = 6) -> float | None:

@@ -53,6 +53,7 @@ class LinkPredictor(Protocol):
 #: queries is ranked whole up to 262,144 entities and in smaller batches beyond.
 SCORE_BUDGET = 1 << 26
 
+
 def rank_targets(
     scores: Tensor, targets: Tensor, filter_rows: Tensor, filter_cols: Tensor
 ) -> tuple[Tensor, Tensor]:
