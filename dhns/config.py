@@ -217,6 +217,13 @@ class RetrainConfig:
     ha_weighting: Literal["mean", "adversarial"] = "mean"
     positive_term: bool = True  # false: L_HA without its -log s(f(pos)) in every cell
     joint: bool = False
+    # From what the continuation stages (uniform, retrain) start: the pretrained checkpoint,
+    # or a fresh initialisation of its architecture (the reference's regime: DHNS from the
+    # first epoch, with a freshly initialised sampler trained jointly).
+    start: Literal["pretrained", "scratch"] = "pretrained"
+    # Weight of L_diff in the KGE's loss when joint: its gradient then reaches the embeddings
+    # (the reference code); 0 keeps the sampler's training detached from the KGE.
+    diffusion_weight: float = num(0.0, NON_NEGATIVE)
     refresh_every: int = num(4, COUNT)
     generate_fraction: float = num(0.0625, between(0, 1, low_open=True))
     faithful: bool = False
@@ -400,6 +407,16 @@ def _check_cross(params: Params) -> None:
         raise ConfigError(f"kge.sparse_updates: the {params.kge.loss} regime's gradient "
                           "reaches every entity at every step, so sparse updates save nothing; "
                           "use false or auto")
+    dhns_term = r.sampler == "dhns" and r.lambda_ha > 0
+    if r.start == "scratch" and dhns_term and not r.joint:
+        raise ConfigError("retrain.start: scratch with DHNS negatives needs retrain.joint true "
+                          "(a freshly initialised sampler must learn during the run)")
+    if r.start == "scratch" and r.mined != "none":
+        raise ConfigError(f"retrain.start: scratch cannot mine (retrain.mined {r.mined}): "
+                          "mining needs the pretrained diffusion sampler; set retrain.mined none")
+    if r.diffusion_weight > 0 and not (dhns_term and r.joint):
+        raise ConfigError("retrain.diffusion_weight: needs retrain.joint true and DHNS "
+                          "negatives (retrain.sampler dhns, lambda_ha > 0)")
     for section, cfg in (("pretrain", params.pretrain), ("retrain", r)):
         if cfg.warmup_epochs >= cfg.epochs:
             raise ConfigError(f"{section}.warmup_epochs: must be < {section}.epochs "

@@ -34,6 +34,10 @@ from stages.resuming import resume_file
 
 #: Builds the ordinary loss term from the training generator and the negative sampler
 #: (None for the cross-entropy regimes; default: ``kgc_loss``).
+#: Generator offset of the fresh weights of ``retrain.start: scratch`` (shared by both arms, so
+#: uniform and DHNS start from the same initialisation).
+SCRATCH_INIT_OFFSET = 8
+
 BaseLoss = Callable[[torch.Generator, NegativeSampler | None], LossFn]
 
 
@@ -53,8 +57,11 @@ def continue_training(params: Params, name: str, out: Path, extra_loss: LossFn |
     kg = load_prepared()
     device = resolve_device(params.device)
     model, _ = load_kge(PRETRAIN_CKPT, device, kg.vocabulary(), PREPARED)
-    log(compile_scoring(model, params.kge.compile, device))
     cfg = params.retrain
+    if cfg.start == "scratch":
+        model = model.reinitialised(generator(params, offset=SCRATCH_INIT_OFFSET))
+        log(f"{name}: retrain.start scratch: the pretrained architecture, freshly initialised")
+    log(compile_scoring(model, params.kge.compile, device))
     gen = generator(params, offset=3)
     kge = continuation_kge(params)
     sampler = negative_sampler(kge, kg)
@@ -65,7 +72,8 @@ def continue_training(params: Params, name: str, out: Path, extra_loss: LossFn |
     loss_fn = base if extra_loss is None else with_extra_loss(base, extra_loss)
 
     validate = selection_validator(params, kg)
-    log(f"{name}: continuing from the pretrained checkpoint for {cfg.epochs} epochs")
+    origin = "a fresh initialisation" if cfg.start == "scratch" else "the pretrained checkpoint"
+    log(f"{name}: training from {origin} for {cfg.epochs} epochs")
     live = LiveLog(name)
     trainer = Trainer(model, kg.train, loss_fn, epochs=cfg.epochs, batch_size=cfg.batch_size,
                       lr=cfg.lr, generator=gen, validate=validate, eval_every=cfg.eval_every,

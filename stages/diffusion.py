@@ -13,7 +13,7 @@ from dhns.diffusion.sampler import L1_OF_ZERO_PREDICTOR, DiffusionSampler
 from dhns.distributed import rank_and_world
 from dhns.errors import UserError
 from dhns.io import atomic_write_json, atomic_write_text
-from dhns.negatives import HierarchicalGenerator, diffusion_pairs, sampler_modalities
+from dhns.negatives import HierarchicalGenerator, diffusion_pairs
 from dhns.negatives.diagnostics import (
     histogram_rows,
     level_dispersion,
@@ -21,6 +21,7 @@ from dhns.negatives.diagnostics import (
     real_entity_diagnostics,
     summarise,
 )
+from dhns.negatives.pairs import new_diffusion_sampler
 from dhns.negatives.projection import COLUMNS, projection_rows
 from dhns.training.checkpoint import load_kge, save_sampler
 from stages.common import (
@@ -60,13 +61,12 @@ def run(params: Params) -> dict:
     cfg = params.model
     vocabulary = kg.vocabulary()
     model, _ = load_kge(PRETRAIN_CKPT, device, vocabulary, PREPARED)
-    streams = sampler_modalities(model, cfg.modalities)
     gen = generator(params, offset=2)
+    sampler = new_diffusion_sampler(model, cfg, gen)
+    streams = sampler.modalities
     train = kg.train.to(device)
     x0, c, stream = diffusion_pairs(model, train, streams)
     vx0, vc, vstream = diffusion_pairs(model, kg.valid.to(device), streams)
-    sampler = DiffusionSampler(model.scorer.entity_width, streams, cfg.steps, cfg.schedule,
-                               cfg.beta_start, cfg.beta_end, cfg.hidden_mult, gen).to(device)
     sampler.fit_standardisation(x0, c, stream)
     before = held_out_ratios(sampler, vx0, vc, vstream, params.seed)
     log(f"diffusion: T={cfg.steps} ({cfg.schedule}), {len(x0)} training pairs over streams "

@@ -25,6 +25,7 @@ from dhns.negatives.mined import (
     mine_by_score,
 )
 from dhns.negatives.ntat import ntat_from_params
+from dhns.negatives.pairs import new_diffusion_sampler
 from dhns.samplers import NegativeSampler
 from dhns.training.checkpoint import load_kge, load_sampler
 from dhns.training.kgc import kgc_loss
@@ -87,6 +88,9 @@ def mined_negatives(params: Params, kg: KnowledgeGraph, sampler: DiffusionSample
     return base_loss, report
 
 
+#: Generator offset of the fresh sampler's weights under ``retrain.start: scratch``.
+SCRATCH_SAMPLER_OFFSET = 9
+
 #: Fixed training batches on which the loss parts' gradients are measured.
 GRADIENT_BATCHES = 4
 
@@ -120,7 +124,13 @@ def run(params: Params) -> dict:
     kg = load_prepared()
     device = resolve_device(params.device)
     sampler = None
-    if cfg.sampler == "dhns" or cfg.mined in ("diffusion", "generated"):
+    if cfg.start == "scratch" and cfg.sampler == "dhns":
+        # Trained jointly from the KGE's first epoch (config requires retrain.joint).
+        architecture, _ = load_kge(PRETRAIN_CKPT, device, kg.vocabulary(), PREPARED)
+        sampler = new_diffusion_sampler(architecture, params.model,
+                                        generator(params, offset=SCRATCH_SAMPLER_OFFSET))
+        log(f"retrain: a freshly initialised diffusion sampler over {sampler.modalities}")
+    elif cfg.sampler == "dhns" or cfg.mined in ("diffusion", "generated"):
         # The pretrained KGE is checked against the prepared graph in continue_training.
         sampler, _ = load_sampler(SAMPLER_CKPT, device, kg.vocabulary(), PREPARED)
     base_loss, mined_report = (None, None) if cfg.mined == "none" else mined_negatives(
@@ -145,14 +155,17 @@ def run(params: Params) -> dict:
         f"{'full ancestral chain' if sampling_steps is None else f'{sampling_steps} strided steps'}"
         f", refresh every {ntat.refresh_every} step(s), fraction {ntat.generate_fraction}"
         f"{', joint sampler training' if cfg.joint else ''}, L_HA weighting {cfg.ha_weighting}")
-    start_gradients = loss_gradients(params, kg, ntat, PRETRAIN_CKPT)
+    # From scratch the run does not start at the pretrained weights, nor with a fitted sampler.
+    start_gradients = (None if cfg.start == "scratch" else
+                       loss_gradients(params, kg, ntat, PRETRAIN_CKPT))
     # Resumable unless mined candidates are kept (their stores are not saved).
     summary = continue_training(params, "retrain", DHNS_CKPT, ntat, base_loss,
                                 resumable=cfg.mined == "none", stateful={"ntat": ntat})
     summary["loss_gradients"] = {"start": start_gradients,
                                  "end": loss_gradients(params, kg, ntat, DHNS_CKPT)}
     summary.update(coverage(params, kg, ntat, summary["epochs_run"]))
-    log(f"retrain: gradient shares at the start {start_gradients['share']}, at the end "
+    log(f"retrain: gradient shares at the start "
+        f"{start_gradients['share'] if start_gradients else '-'}, at the end "
         f"{summary['loss_gradients']['end']['share']}; generated-negative coverage "
         f"{summary['generated_coverage']} of the training positives per epoch")
     epochs = max(1, summary["epochs_run"])

@@ -510,6 +510,69 @@ def test_joint_mode_trains_the_sampler_not_the_kge(kg: KnowledgeGraph, model: Mu
     assert kge.entity.grad is not None
 
 
+def test_attached_diffusion_loss_reaches_the_kge_and_steps_the_sampler_next_call(
+        kg: KnowledgeGraph, model: MultimodalKGE, sampler: DiffusionSampler) -> None:
+    """retrain.diffusion_weight: L_diff's gradient reaches the entity rows of the generation
+    batch; the denoiser keeps its weights until the next call applies that gradient."""
+    own, kge = copy.deepcopy(sampler), copy.deepcopy(model)
+    ntat = NTATLoss(HierarchicalGenerator(own, FRACTIONS, 10), 0.0, WEIGHTS, MARGINS, gen(13),
+                    joint_lr=1e-3, diffusion_weight=1.0)
+    before = [p.detach().clone() for p in own.denoiser.parameters()]
+    batch = kg.train[:8]
+    loss, stats = ntat(kge, batch, 0)  # lambda_ha 0: the loss is L_diff alone
+    assert stats["diffusion"] > 0
+    assert all(torch.equal(a, p) for a, p in zip(before, own.denoiser.parameters(), strict=True))
+    loss.backward()
+    touched = torch.unique(torch.cat([batch[:, 0], batch[:, 2]]))
+    rows = kge.entity.grad.abs().sum(-1)
+    assert bool((rows[touched] > 0).all())
+    untouched = torch.ones(kg.num_entities, dtype=torch.bool)
+    untouched[touched] = False
+    assert float(rows[untouched].abs().sum()) == 0.0
+    pending = copy.deepcopy(ntat.state_dict())["pending_gradients"]
+    ntat(kge, kg.train[8:16], 1)
+    assert any(not torch.equal(a, p)
+               for a, p in zip(before, own.denoiser.parameters(), strict=True))
+    # a resumed run re-applies the gradient that was pending when its state was written
+    again = NTATLoss(HierarchicalGenerator(copy.deepcopy(sampler), FRACTIONS, 10), 0.0,
+                     WEIGHTS, MARGINS, gen(13), joint_lr=1e-3, diffusion_weight=1.0)
+    again.load_state_dict({**ntat.state_dict(), "pending_gradients": pending,
+                           "sampler": sampler.state_dict()})
+    assert all(torch.equal(g, p.grad) for g, p in
+               zip(pending, again.generator.sampler.denoiser.parameters(), strict=True))
+
+
+def test_diffusion_weight_needs_joint_training(hier: HierarchicalGenerator) -> None:
+    with pytest.raises(ValueError, match="joint"):
+        NTATLoss(hier, 0.01, WEIGHTS, MARGINS, gen(1), diffusion_weight=0.5)
+
+
+def test_tracked_standardisation_fits_first_then_follows_by_momentum() -> None:
+    own = DiffusionSampler(4, ["structure:tail"], steps=10)
+    modality = torch.zeros(64, dtype=torch.long)
+    first = torch.randn(64, 4, generator=gen(3)) * 2 + 1
+    own.track_standardisation(first, first, modality, momentum=0.1)
+    assert torch.allclose(own.x0_mean[0], first.mean(0))
+    assert torch.allclose(own.x0_std[0], first.std(0, unbiased=False))
+    second = torch.randn(64, 4, generator=gen(4)) * 5 - 3
+    own.track_standardisation(second, second, modality, momentum=0.1)
+    assert torch.allclose(own.x0_mean[0], 0.9 * first.mean(0) + 0.1 * second.mean(0))
+    assert torch.allclose(own.c_std[0], 0.9 * first.std(0, unbiased=False)
+                          + 0.1 * second.std(0, unbiased=False))
+
+
+def test_reinitialised_model_keeps_features_and_draws_fresh_weights(
+        model: MultimodalKGE) -> None:
+    a, b = model.reinitialised(gen(5)), model.reinitialised(gen(5))
+    assert all(torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters(), strict=True))
+    assert not torch.equal(a.entity, model.entity)
+    assert a.config == model.config
+    for (name, table, mask), (_, kept, kept_mask) in zip(model.feature_tables(),
+                                                        a.feature_tables(), strict=True):
+        assert torch.allclose(table, kept, atol=1e-5), name
+        assert torch.equal(mask, kept_mask)
+
+
 # -- retraining with NTAT ----------------------------------------------------------------------
 
 

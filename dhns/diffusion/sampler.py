@@ -134,6 +134,18 @@ class DiffusionSampler(nn.Module):
             x0: (N, D). c: (N, D). modality: (N,) long. A modality with < 2 rows keeps the
             identity transform; a dimension with std ~ 0 gets std 1 (avoids blowing it up).
         """
+        self.track_standardisation(x0, c, modality, momentum=1.0)
+
+    @torch.no_grad()
+    def track_standardisation(self, x0: Tensor, c: Tensor, modality: Tensor,
+                              momentum: float) -> None:
+        """Move the standardisation towards this batch's statistics: ``stat <- (1 - momentum)
+        stat + momentum batch_stat`` (the first call fits them outright).
+
+        For a sampler trained jointly with a KGE from its first epoch, whose embeddings, and so
+        their scale, keep moving. Shapes as :meth:`fit_standardisation`.
+        """
+        blend = 1.0 if not bool(self.stats_fitted) else momentum
         for m in range(len(self.modalities)):
             rows = modality == m
             if int(rows.sum()) < 2:
@@ -143,8 +155,9 @@ class DiffusionSampler(nn.Module):
                 mean = sel.mean(0)
                 std = sel.std(0, unbiased=False)
                 std = torch.where(std > 1e-8 * (1.0 + mean.abs()), std, torch.ones_like(std))
-                getattr(self, f"{name}_mean")[m] = mean
-                getattr(self, f"{name}_std")[m] = std
+                for stat, value in (("mean", mean), ("std", std)):
+                    buffer = getattr(self, f"{name}_{stat}")[m]
+                    buffer.mul_(1.0 - blend).add_(blend * value)
         self.stats_fitted.fill_(True)
 
     def standardise_x0(self, x0: Tensor, modality: Tensor) -> Tensor:
@@ -162,12 +175,14 @@ class DiffusionSampler(nn.Module):
     # -- training --------------------------------------------------------------------------
 
     def loss(
-        self, x0: Tensor, c: Tensor, modality: Tensor, generator: torch.Generator
+        self, x0: Tensor, c: Tensor, modality: Tensor, generator: torch.Generator,
+        detach: bool = True,
     ) -> tuple[Tensor, dict[str, float]]:
         """L1 noise-prediction loss on a mixed batch.
 
-        ``t ~ U{0..T-1}`` and ``eps ~ N(0, I)`` per row, from ``generator``. Inputs are detached:
-        L_diff never reaches the KGE (docs/method.md, section 4).
+        ``t ~ U{0..T-1}`` and ``eps ~ N(0, I)`` per row, from ``generator``. Inputs are detached
+        unless ``detach`` is false: L_diff then reaches the KGE that built ``x0`` and ``c``
+        (``retrain.diffusion_weight``; docs/method.md, section 4).
 
         Args:
             x0: (B, D) targets, embedding scale. c: (B, D) conditions. modality: (B,) long.
@@ -178,8 +193,10 @@ class DiffusionSampler(nn.Module):
             sqrt(2/pi) (1 = a denoiser predicting zero; a learned one is clearly below 1).
             Modalities absent from the batch are omitted from ``ratios``.
         """
-        x0s = self.standardise_x0(x0.detach(), modality)
-        cs = self.standardise_c(c.detach(), modality)
+        if detach:
+            x0, c = x0.detach(), c.detach()
+        x0s = self.standardise_x0(x0, modality)
+        cs = self.standardise_c(c, modality)
         gen_device = generator.device
         t = torch.randint(0, self.num_steps, (x0.shape[0],), generator=generator, device=gen_device)
         t = t.to(x0.device)

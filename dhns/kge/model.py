@@ -86,6 +86,12 @@ class MultimodalKGE(nn.Module):
         # then give it a sparse gradient of the gathered rows, not a dense (N, D) one.
         self.sparse_gradients = False
 
+    def reinitialised(self, generator: torch.Generator) -> MultimodalKGE:
+        """A model of this architecture, with the same frozen feature tables and fresh weights
+        drawn from ``generator``, on this model's device (``retrain.start: scratch``)."""
+        tables = {name: (table, mask) for name, table, mask in self.feature_tables()}
+        return MultimodalKGE(self.config, tables, generator).to(self.entity.device)
+
     def structure_rows(self, ids: Tensor) -> Tensor:
         """Rows of the trained structure table ``(*ids.shape, D)``."""
         if self.sparse_gradients:

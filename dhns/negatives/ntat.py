@@ -147,6 +147,13 @@ class NTATLoss:
     ``refresh_every`` steps (scored against the current embeddings each step), trading the
     sampler's cost against freshness. With ``joint_lr`` set, the sampler also takes one
     denoising step per generation on the current (detached) embeddings.
+
+    For a sampler trained from the KGE's first epoch (``retrain.start: scratch``):
+    ``standardisation_momentum`` makes each joint step move the sampler's standardisation
+    towards the batch's statistics, since the embeddings' scale keeps changing.
+    ``diffusion_weight`` > 0 adds ``diffusion_weight * L_diff`` to the returned loss with its
+    inputs attached, so L_diff's gradient reaches the KGE (the reference code); the denoiser's
+    own gradient from that backward is applied at the next call, before anything else.
     """
 
     def __init__(self, generator: HierarchicalGenerator, lambda_ha: float,
@@ -154,8 +161,14 @@ class NTATLoss:
                  rng: torch.Generator, refresh_every: int = 1, generate_fraction: float = 1.0,
                  joint_lr: float | None = None,
                  adversarial_temperature: float | None = None,
-                 positive_term: bool = True) -> None:
+                 positive_term: bool = True,
+                 standardisation_momentum: float | None = None,
+                 diffusion_weight: float = 0.0) -> None:
+        if diffusion_weight > 0 and not joint_lr:
+            raise ValueError("diffusion_weight needs joint training (joint_lr)")
         self.generator = generator
+        self.standardisation_momentum = standardisation_momentum
+        self.diffusion_weight = diffusion_weight
         self.positive_term = positive_term
         self.lambda_ha = lambda_ha
         self.level_weights = level_weights
@@ -176,12 +189,15 @@ class NTATLoss:
 
     def __call__(self, model: MultimodalKGE, batch: Tensor, step: int
                  ) -> tuple[Tensor, dict[str, float]]:
+        diffusion = None
+        if self.joint_optimizer is not None:
+            self._apply_pending_gradients()
         if self.cached is None or step % self.refresh_every == 0:
             count = max(1, math.ceil(self.generate_fraction * len(batch)))
             sub = batch[:count]
             start = time.perf_counter()
             if self.joint_optimizer is not None:
-                self._joint_step(model, sub)
+                diffusion = self._joint_step(model, sub)
             self.seconds["joint"] += time.perf_counter() - start
             start = time.perf_counter()
             self.cached = self.generator.generate(model, sub, self.rng)
@@ -193,7 +209,11 @@ class NTATLoss:
                                           self.level_margins, self.adversarial_temperature,
                                           self.positive_term)
         self.seconds["score"] += time.perf_counter() - start
-        return self.lambda_ha * loss, stats
+        total = self.lambda_ha * loss
+        if diffusion is not None:
+            stats = {**stats, "diffusion": float(diffusion.detach())}
+            total = total + self.diffusion_weight * diffusion
+        return total, stats
 
     def state_dict(self) -> dict[str, Any]:
         """What a resumed run needs to continue as this one would: the generator's state, the
@@ -207,6 +227,9 @@ class NTATLoss:
         if self.joint_optimizer is not None:
             state["sampler"] = self.generator.sampler.state_dict()
             state["joint_optimizer"] = self.joint_optimizer.state_dict()
+            pending = [p.grad for p in self.generator.sampler.denoiser.parameters()]
+            if any(g is not None for g in pending):
+                state["pending_gradients"] = pending
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -219,16 +242,40 @@ class NTATLoss:
         if self.joint_optimizer is not None:
             self.generator.sampler.load_state_dict(state["sampler"])
             self.joint_optimizer.load_state_dict(state["joint_optimizer"])
+            for param, grad in zip(self.generator.sampler.denoiser.parameters(),
+                                   state.get("pending_gradients", ()), strict=False):
+                param.grad = None if grad is None else grad.to(param.device)
 
-    def _joint_step(self, model: MultimodalKGE, batch: Tensor) -> None:
+    def _joint_step(self, model: MultimodalKGE, batch: Tensor) -> Tensor | None:
+        """One denoising step of the sampler on ``batch``'s current embeddings; with
+        ``diffusion_weight``, returns L_diff still attached to the KGE instead of stepping."""
         sampler = self.generator.sampler
-        x0, c, stream = diffusion_pairs(model, batch, sampler.modalities)
+        attached = self.diffusion_weight > 0
+        x0, c, stream = diffusion_pairs(model, batch, sampler.modalities, detach=not attached)
+        if self.standardisation_momentum is not None:
+            sampler.track_standardisation(x0, c, stream, self.standardisation_momentum)
         sampler.train()
-        loss, _ = sampler.loss(x0, c, stream, self.rng)
+        loss, _ = sampler.loss(x0, c, stream, self.rng, detach=not attached)
+        sampler.eval()
+        if attached:
+            return loss
         self.joint_optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.joint_optimizer.step()
-        sampler.eval()
+        return None
+
+    def _apply_pending_gradients(self) -> None:
+        """Step the sampler on the gradient the trainer's backward left in the denoiser (an
+        attached L_diff of the previous generation), then clear it."""
+        params = list(self.generator.sampler.denoiser.parameters())
+        if any(p.grad is not None for p in params):
+            self.joint_optimizer.step()
+            self.joint_optimizer.zero_grad(set_to_none=True)
+
+
+#: Per joint step, how far the sampler's standardisation moves towards the batch's statistics
+#: when it trains from the KGE's first epoch (about the last 50 generations' average).
+SCRATCH_STANDARDISATION_MOMENTUM = 0.02
 
 
 def ntat_from_params(params: Params, sampler: DiffusionSampler, rng: torch.Generator
@@ -248,4 +295,8 @@ def ntat_from_params(params: Params, sampler: DiffusionSampler, rng: torch.Gener
         adversarial_temperature=(params.kge.adversarial_temperature
                                  if cfg.ha_weighting == "adversarial" else None),
         positive_term=cfg.positive_term,
+        # From scratch the embeddings' scale moves: follow it (momentum per joint step).
+        standardisation_momentum=SCRATCH_STANDARDISATION_MOMENTUM
+        if cfg.start == "scratch" else None,
+        diffusion_weight=cfg.diffusion_weight,
     )

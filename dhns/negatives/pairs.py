@@ -8,9 +8,13 @@ and tail chains are separate chains (the reference code mixes them).
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import Tensor
 
+from dhns.config import DiffusionConfig
+from dhns.diffusion.sampler import DiffusionSampler
 from dhns.errors import UserError
 from dhns.kge.model import MultimodalKGE
 
@@ -30,14 +34,14 @@ def sampler_modalities(model: MultimodalKGE, wanted: list[str]) -> list[str]:
     return [f"{m}:{d}" for m in mods for d in DIRECTIONS]
 
 
-def diffusion_pairs(model: MultimodalKGE, triples: Tensor, streams: list[str]
-                    ) -> tuple[Tensor, Tensor, Tensor]:
+def diffusion_pairs(model: MultimodalKGE, triples: Tensor, streams: list[str],
+                    detach: bool = True) -> tuple[Tensor, Tensor, Tensor]:
     """Targets ``x0`` (n, D), conditions ``c`` (n, D) and stream index (n,) for ``triples``.
 
-    Rows are kept only where the modality exists for both entities of the triple. Detached:
-    the diffusion loss never reaches the KGE.
+    Rows are kept only where the modality exists for both entities of the triple. Detached
+    unless ``detach`` is false (joint training with ``retrain.diffusion_weight``).
     """
-    with torch.no_grad():
+    with torch.no_grad() if detach else contextlib.nullcontext():
         emb, mask = model.modality_embeddings(torch.cat([triples[:, 0], triples[:, 2]]))
         b = len(triples)
         rel = model.relation[triples[:, 1]]
@@ -52,3 +56,13 @@ def diffusion_pairs(model: MultimodalKGE, triples: Tensor, streams: list[str]
             cs.append(model.scorer.condition(anchor[keep], rel[keep], direction))
             idx.append(torch.full((int(keep.sum()),), s, dtype=torch.long, device=keep.device))
         return torch.cat(xs), torch.cat(cs), torch.cat(idx)
+
+
+def new_diffusion_sampler(model: MultimodalKGE, cfg: DiffusionConfig,
+                          generator: torch.Generator) -> DiffusionSampler:
+    """An untrained sampler over ``model``'s embeddings (width ``entity_width``) for the streams
+    ``cfg.modalities`` asks for, on the model's device; weights drawn from ``generator``."""
+    streams = sampler_modalities(model, cfg.modalities)
+    return DiffusionSampler(model.scorer.entity_width, streams, cfg.steps, cfg.schedule,
+                            cfg.beta_start, cfg.beta_end, cfg.hidden_mult, generator
+                            ).to(model.entity.device)
