@@ -4,21 +4,37 @@
 #   bench/row.sh DATASET SEED [extra dvc -S overrides]
 #   bench/row.sh MKG-Y 0
 #   bench/row.sh MKG-Y 0 -S retrain.lambda_ha=0.1     # an ablation on top of the recipe
+#   RECIPE=my-recipe.yaml bench/row.sh MKG-Y 0        # another recipe file
 #
-# Installs the venv (make install), brings DATASET into data/ (from $DHNS_SHARED, default
-# ../shared/data, else `dhns data download`), runs the whole pipeline as a DVC experiment with
-# the benchmark recipe below, and writes results/DATASET-seedSEED[-TAG].json (TAG: $ROW_TAG).
+# The recipe is recipes/DATASET.yaml, else recipes/default.yaml ($RECIPE: any file): a
+# params.yaml fragment, checked against the params schema before anything runs. Installs the
+# venv (make install), brings DATASET into data/ (from $DHNS_SHARED, default ../shared/data,
+# else `dhns data download`), runs the whole pipeline as a DVC experiment with data.name, seed,
+# the recipe and the extra overrides (last, so they win), and writes
+# results/DATASET-seedSEED[-TAG].json (TAG: $ROW_TAG).
 # One torch thread per run: two runs side by side on 2 cores beat one run with 2 threads.
 set -euo pipefail
 if [ $# -lt 2 ]; then
-  sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
   exit 2
 fi
 ds=$1 seed=$2
 shift 2
+# $RECIPE is named from the caller's folder: anchor it before the cd.
+case ${RECIPE:-} in ''|/*) ;; *) RECIPE="$PWD/$RECIPE" ;; esac
 cd "$(dirname "$0")/.."
 [ -e .venv/.installed ] || make --quiet install
 export PATH="$PWD/.venv/bin:$PATH" OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
+# The recipe as one "-S key=value" line per override (bench/recipe.py); a bad recipe stops
+# here with its one-line error and status 2, before the data import and the run.
+recipe_file=$(RECIPE="${RECIPE:-}" python -m bench.recipe --which "$ds") || exit
+recipe_lines=$(python -m bench.recipe "$recipe_file") || exit
+echo "bench/row.sh: recipe $recipe_file" >&2
+overrides=(-S "data.name=$ds" -S "seed=$seed")
+if [ -n "$recipe_lines" ]; then
+  mapfile -t lines <<<"$recipe_lines"
+  for line in "${lines[@]}"; do overrides+=(-S "${line#-S }"); done
+fi
 if [ ! -d "data/$ds" ]; then
   shared="${DHNS_SHARED:-../shared/data}"
   if [ -d "$shared/$ds" ]; then
@@ -27,19 +43,9 @@ if [ ! -d "data/$ds" ]; then
     dhns data download "$ds"
   fi
 fi
-# The benchmark recipe: names as text (no images offline), RotatE d=250, long pretraining with
-# early stopping, then the equal-budget continuation (uniform) and DHNS (retrain).
-recipe=(
-  -S "data.name=$ds" -S "seed=$seed"
-  -S kge.dim=250 -S 'kge.modalities=[structure,text]' -S 'model.modalities=[structure,text]'
-  -S pretrain.epochs=300 -S pretrain.eval_every=10 -S pretrain.patience=3
-  -S pretrain.batch_size=1024 -S pretrain.lr=0.001 -S pretrain.max_valid=2000
-  -S model.epochs=15
-  -S retrain.epochs=30 -S retrain.batch_size=1024 -S retrain.lr=0.0002 -S retrain.eval_every=5
-  -S retrain.generate_fraction=0.0625 -S retrain.refresh_every=4
-)
 name="$ds-seed$seed${ROW_TAG:+-$ROW_TAG}"
+command="${RECIPE:+RECIPE=$recipe_file }bench/row.sh $ds $seed $*"
 start=$(date +%s)
-dvc exp run "${recipe[@]}" "$@"
+dvc exp run "${overrides[@]}" "$@"
 wall=$(( $(date +%s) - start ))
-python -m bench.collect --name "$name" --command "bench/row.sh $ds $seed $*" --wall "$wall"
+python -m bench.collect --name "$name" --command "$command" --wall "$wall"

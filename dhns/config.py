@@ -13,6 +13,7 @@ list; the few rules that tie two keys together live in :func:`_check_cross`.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import types
 import typing
@@ -495,6 +496,49 @@ def set_dotted(raw: dict, key: str, value: Any) -> None:
             raise ConfigError(f"{key}: {part} is not a section")
         node = child
     node[last] = value
+
+
+def dotted(tree: dict, prefix: str = "") -> dict[str, Any]:
+    """A nested params mapping as ``{"a.b": value}`` overrides (``dvc exp run -S`` keys): the
+    inverse of :func:`set_dotted`. Only mappings nest; a list is one value."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(dotted(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
+def format_assignment(key: str, value: Any) -> str:
+    """``("a.b", value)`` -> ``"a.b=value"``, the inverse of :func:`parse_assignment`: the value
+    as one line of YAML flow style, lists without spaces (``kge.modalities=[structure,text]``),
+    as ``dvc exp run -S`` takes it. Raises :class:`ConfigError` for what does not read back
+    equal in one line (a key holding ``=``, a string with a line break)."""
+    text = f"{key}={_flow(value)}"
+    try:
+        same = "\n" not in text and parse_assignment(text) == (key, value)
+    except ConfigError:
+        same = False
+    if not same:
+        raise ConfigError(f"{key}: {value!r} cannot be written as one -S {key}=VALUE override")
+    return text
+
+
+def _flow(value: Any) -> str:
+    if isinstance(value, list):
+        flow = "[" + ",".join(_flow(v) for v in value) + "]"
+        try:
+            if yaml.safe_load(flow) == value:
+                return flow
+        except yaml.YAMLError:
+            pass
+        # An item that is plain in block style but not inside [...] (a comma, a bracket):
+        # JSON's quoted strings are flow YAML too.
+        return json.dumps(value, separators=(",", ":"))
+    text = yaml.safe_dump(value, default_flow_style=True, width=math.inf)
+    return text.removesuffix("\n...\n").removesuffix("\n")  # the document end of a scalar
 
 
 def to_dict(params: Any) -> dict:

@@ -11,6 +11,9 @@ from pathlib import Path
 
 import yaml
 
+# dotted: the flattening bench/recipe.py uses too, one copy in the library; the
+# pipeline-API and CUDA tests import it from here.
+from dhns.config import dotted as dotted
 from dhns.config import load_params
 from dhns.data import generate_synthetic
 
@@ -65,14 +68,3 @@ def merge(base: dict, update: dict) -> dict:
             base[key] = value
     return base
 
-
-def dotted(tree: dict, prefix: str = "") -> dict[str, object]:
-    """A nested params mapping as ``{"a.b": value}`` overrides (``dvc exp run -S`` keys)."""
-    out: dict[str, object] = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(dotted(value, f"{name}."))
-        else:
-            out[name] = value
-    return out
