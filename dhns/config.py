@@ -474,6 +474,34 @@ def load_params(path: str | Path = "params.yaml", overrides: typing.Sequence[str
         raise ConfigError(f"{source}: {exc}") from None
 
 
+#: The options of a stage command line (``stages/run NAME [OPTIONS]``), as ``dhns NAME`` has.
+_PARAMS_FLAGS, _SET_FLAGS = ("--params", "-p"), ("--set", "-S")
+
+
+def stage_arguments(path: str | Path, overrides: typing.Sequence[str] = ()) -> list[str]:
+    """The stage command line options that :func:`load_stage_params` reads back."""
+    return ["--params", str(path), *(arg for o in overrides for arg in ("-S", o))]
+
+
+def load_stage_params(argv: typing.Sequence[str]) -> Params:
+    """The params of a stage command line ``[--params FILE] [-S KEY=VALUE]...`` (FILE by
+    default ``params.yaml``; a later ``--params`` wins), by :func:`load_params`."""
+    path, overrides = "params.yaml", []
+    args = iter(argv)
+    for arg in args:
+        if arg not in _PARAMS_FLAGS + _SET_FLAGS:
+            raise ConfigError(f"unexpected stage argument {arg!r} (expected --params FILE or "
+                              "-S KEY=VALUE)")
+        value = next(args, None)
+        if value is None:
+            raise ConfigError(f"{arg} needs a value")
+        if arg in _PARAMS_FLAGS:
+            path = value
+        else:
+            overrides.append(value)
+    return load_params(path, overrides)
+
+
 def parse_assignment(text: str) -> tuple[str, Any]:
     """``"a.b=value"`` -> ``("a.b", value)``, the value read as YAML (``-S kge.dim=128`` gives
     an int, ``-S 'kge.modalities=[structure,text]'`` a list), as ``dvc exp run -S`` does."""

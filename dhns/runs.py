@@ -27,7 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -150,26 +150,33 @@ def pipeline(dataset: str = "synthetic", *, overrides: Mapping[str, Any] | None 
         raise FileExistsError(f"{work}: not empty; give pipeline() a new or empty workdir")
     (work / "logs").mkdir(parents=True, exist_ok=True)
     (work / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    env = {**os.environ, "DHNS_PYTHON": sys.executable,
-           "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
     seconds: dict[str, float] = {}
     for name, argv in stage_commands(root):
         if name == "synthetic" and dataset != "synthetic":
             continue
-        seconds[name] = _run(root, work, name, argv, env, verbose)
+        seconds[name] = _run(root, work, name, argv, verbose)
     metrics = json.loads((work / "metrics" / "evaluate.json").read_text())
     return PipelineResult(work.resolve(), checked, metrics, seconds)
 
 
-def _run(root: Path, work: Path, name: str, argv: list[str], env: dict[str, str],
-         verbose: bool) -> float:
+def start_stage(root: Path, argv: Sequence[str], cwd: Path, **popen: Any) -> subprocess.Popen:
+    """``stages/run ARGV`` of the project ``root``, started in ``cwd`` (``popen``: more
+    :class:`subprocess.Popen` arguments), with this interpreter (``stages/run`` reads
+    ``DHNS_PYTHON``) and ``root`` first on the module path: ``root``'s stages and library run,
+    whatever ``cwd`` is."""
+    env = {**os.environ, "DHNS_PYTHON": sys.executable,
+           "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.Popen([str(root / "stages" / "run"), *argv], cwd=cwd, env=env, **popen)
+
+
+def _run(root: Path, work: Path, name: str, argv: list[str], verbose: bool) -> float:
     """One stage in ``work``; its output goes to ``work/logs/<name>.log`` (and the terminal
     when ``verbose``). Returns its wall time."""
     log = work / "logs" / f"{name}.log"
     start = time.perf_counter()
     with log.open("w") as sink:
-        process = subprocess.Popen([str(root / "stages" / "run"), *argv], cwd=work, env=env,
-                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        process = start_stage(root, argv, work, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
         assert process.stdout is not None
         for line in process.stdout:
             sink.write(line)

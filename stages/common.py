@@ -11,12 +11,12 @@ import json
 import resource
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
 
-from dhns.config import Params, load_params
+from dhns.config import Params, load_stage_params
 from dhns.device import resolve_device, set_deterministic
 from dhns.distributed import init_from_environment, is_main_process, rank_and_world
 from dhns.errors import (
@@ -41,16 +41,18 @@ METRICS = Path("metrics")
 PLOTS = Path("plots")
 
 def run_stage(fn: Callable[[Params], object], metrics: str | None = None,
-              params_path: str = "params.yaml") -> None:
-    """Entry point of ``python -m stages.X``: load params, run, report user errors briefly:
-    one ``error:`` line (an OSError as ``<path>: <reason>``) and exit status 1.
+              params_path: str = "params.yaml", argv: Sequence[str] = ()) -> None:
+    """Entry point of ``python -m stages.X [--params FILE] [-S KEY=VALUE]...`` (``argv``, the
+    options ``dhns X`` passes on; ``--params`` there wins over ``params_path``): load params,
+    run, report user errors briefly: one ``error:`` line (an OSError as ``<path>: <reason>``)
+    and exit status 1.
 
     With ``metrics``, the stage's ``metrics/<metrics>.json`` also gets its wall time and peak
     resident memory (``resources``), the cost figures the benchmark tables quote.
     """
     start = time.perf_counter()
     try:
-        params = load_params(params_path)
+        params = load_stage_params(["--params", params_path, *argv])
         set_deterministic(params.deterministic)
         init_from_environment(resolve_device(params.device))  # under torchrun: join the group
         fn(params)

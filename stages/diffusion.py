@@ -131,4 +131,4 @@ def run(params: Params) -> dict:
 
 
 if __name__ == "__main__":
-    run_stage(run, metrics="diffusion")
+    run_stage(run, metrics="diffusion", argv=sys.argv[1:])

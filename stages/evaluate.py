@@ -54,4 +54,4 @@ def run(params: Params, checkpoints: dict[str, Path] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    run_stage(run, metrics="evaluate")
+    run_stage(run, metrics="evaluate", argv=sys.argv[1:])

@@ -69,4 +69,5 @@ def run_image(params: Params) -> dict:
 
 if __name__ == "__main__":
     kind = sys.argv[1]
-    run_stage({"text": run_text, "image": run_image}[kind], metrics=f"{kind}_features")
+    run_stage({"text": run_text, "image": run_image}[kind], metrics=f"{kind}_features",
+              argv=sys.argv[2:])

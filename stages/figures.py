@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 from dhns.config import Params
 from dhns.figures import (
@@ -36,4 +37,4 @@ def run(params: Params) -> list[str]:
 
 
 if __name__ == "__main__":
-    run_stage(run)
+    run_stage(run, argv=sys.argv[1:])

@@ -46,4 +46,4 @@ def run(params: Params) -> dict:
 
 
 if __name__ == "__main__":
-    run_stage(run, metrics="pretrain")
+    run_stage(run, metrics="pretrain", argv=sys.argv[1:])

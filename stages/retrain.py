@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -183,4 +184,4 @@ def run(params: Params) -> dict:
 
 
 if __name__ == "__main__":
-    run_stage(run, metrics="retrain")
+    run_stage(run, metrics="retrain", argv=sys.argv[1:])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from dhns.config import Params
@@ -18,4 +19,4 @@ def run(params: Params) -> Path:
 
 
 if __name__ == "__main__":
-    run_stage(run)
+    run_stage(run, argv=sys.argv[1:])

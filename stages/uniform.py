@@ -6,6 +6,8 @@ same optimiser settings as the DHNS retrain: the honest ablation DHNS must beat.
 
 from __future__ import annotations
 
+import sys
+
 from dhns.config import Params
 from stages.common import METRICS, PLOTS, UNIFORM_CKPT, check_outputs, run_stage
 from stages.continued import continue_training
@@ -17,4 +19,4 @@ def run(params: Params) -> dict:
 
 
 if __name__ == "__main__":
-    run_stage(run, metrics="uniform")
+    run_stage(run, metrics="uniform", argv=sys.argv[1:])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,13 @@ from cli_checks import assert_user_error
 from typer.testing import CliRunner
 
 from dhns.cli import app
-from dhns.config import KGEConfig, SyntheticConfig
+from dhns.config import (
+    ConfigError,
+    KGEConfig,
+    SyntheticConfig,
+    load_stage_params,
+    stage_arguments,
+)
 from dhns.data import generate_synthetic, load_dataset
 from dhns.kge.build import build_kge
 from dhns.training.checkpoint import save_kge
@@ -181,22 +188,28 @@ def test_unknown_params_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     assert_user_error(gen, "kge.dimm")
 
 
-def test_missing_stage_module_is_a_clear_error(monkeypatch: pytest.MonkeyPatch,
-                                               tmp_path: Path) -> None:
-    import dhns.cli as cli
+def test_stage_arguments_round_trip(tmp_path: Path) -> None:
+    """What ``dhns NAME`` passes to ``stages/run NAME``, the stage reads back (validated)."""
+    params = tmp_path / "params.yaml"
+    params.write_text("seed: 0\n")
+    argv = stage_arguments(params, ["seed=3", "kge.dim=16"])
+    loaded = load_stage_params(argv)
+    assert (loaded.seed, loaded.kge.dim) == (3, 16)
+    with pytest.raises(ConfigError, match="unexpected stage argument '--seed'"):
+        load_stage_params([*argv, "--seed", "4"])
+    with pytest.raises(ConfigError, match="-S needs a value"):
+        load_stage_params([*argv, "-S"])
+    with pytest.raises(ConfigError, match="seed: must be"):
+        load_stage_params([*argv, "-S", "seed=-1"])
 
-    real = cli._import_stages
 
-    def fake(module: str):
-        if module == "retrain":
-            raise ModuleNotFoundError("No module named 'stages.retrain'", name="stages.retrain")
-        return real(module)
+@pytest.mark.parametrize(("script", "status"), [
+    ("exit 0", 0), ("exit 1", 1), ("exit 130", 130), ("kill -TERM $$", 128 + 15)])
+def test_stage_exit_status_is_the_childs(script: str, status: int) -> None:
+    """A stage's exit status is the command's, as a shell reports it (128 + N for signal N)."""
+    from dhns.cli.stages import wait_in_foreground
 
-    monkeypatch.setattr(cli, "_import_stages", fake)
-    (tmp_path / "params.yaml").write_text("seed: 0\n")
-    monkeypatch.chdir(tmp_path)
-    result = runner.invoke(app, ["retrain"])
-    assert_user_error(result, "stages/retrain.py")
+    assert wait_in_foreground(subprocess.Popen(["sh", "-c", script])) == status
 
 
 def test_evaluate_option_misuse(toy) -> None:

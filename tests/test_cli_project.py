@@ -1,34 +1,33 @@
-"""Stage commands run the code of the project they stand in, or refuse and say which."""
+"""Stage commands run the code of the project they stand in, or refuse and say which; they
+run it as ``dvc repro`` does, as ``stages/run NAME`` in a process of its own."""
 
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from cli_checks import assert_user_error
+from tiny_project import ROOT, copy_code, make_project, write_params
 from typer.testing import CliRunner
 
 from dhns.cli import app
+from dhns.data import load_dataset
 
-ROOT = Path(__file__).resolve().parents[1]
 CONSOLE_SCRIPT = Path(sys.executable).parent / "dhns"
+TORCHRUN = Path(sys.executable).parent / "torchrun"
 PARAMS = "data:\n  synthetic:\n    num_entities: 30\n    num_types: 3\n    num_relations: 3\n"
 
 
 def _copy_project(dest: Path) -> Path:
-    for name in ("dhns", "stages"):
-        shutil.copytree(ROOT / name, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(ROOT / "dvc.yaml", dest / "dvc.yaml")
-    (dest / "params.yaml").write_text(PARAMS)
+    (copy_code(dest) / "params.yaml").write_text(PARAMS)
     return dest
 
 
 def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"OMP_NUM_THREADS": "1"}
     return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -66,3 +65,39 @@ def test_module_form_runs_the_current_checkout(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "EDITED COPY" in done.stderr
     assert (other / "data" / "synthetic" / "train.tsv").is_file()
+
+
+def test_params_file_and_overrides_reach_the_stage(tmp_path: Path) -> None:
+    other = _copy_project(tmp_path / "other")
+    (other / "alt.yaml").write_text(PARAMS + "  dir: alt-data\n")
+    done = _run([sys.executable, "-m", "dhns", "synthetic", "--params", "alt.yaml",
+                 "-S", "data.synthetic.num_entities=24"], other)
+    assert done.returncode == 0, done.stderr
+    assert not (other / "data").exists()
+    kg, _ = load_dataset(other / "alt-data" / "synthetic")
+    assert kg.num_entities == 24
+
+
+def test_missing_stage_module_is_a_clear_error(tmp_path: Path) -> None:
+    other = _copy_project(tmp_path / "other")
+    (other / "stages" / "retrain.py").unlink()
+    done = _run([sys.executable, "-m", "dhns", "retrain"], other)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.splitlines() == [
+        "error: stage module stages/retrain.py is not available in this checkout"]
+
+
+def test_torchrun_runs_a_stage_command_once_per_rank(tmp_path: Path) -> None:
+    """Each rank's ``dhns pretrain`` runs ``stages/run pretrain``, which joins torchrun's
+    group (its environment) instead of starting torchrun again for launcher.nproc_per_node."""
+    if not TORCHRUN.exists():
+        pytest.skip("torchrun is not installed in this environment")
+    project = copy_code(make_project(tmp_path / "project"))
+    write_params(project, "launcher", nproc_per_node=2)
+    done = _run([str(TORCHRUN), "--standalone", "--nproc_per_node=2", "-m", "dhns",
+                 "pretrain"], project)
+    assert done.returncode == 0, done.stderr[-3000:]
+    # Two ranks of one group: rank 0 alone logs the epoch, and no resume file is kept.
+    assert done.stderr.count("resume state is kept by single-process runs only") == 1
+    assert done.stderr.count("epoch 1 ") == 1, done.stderr
+    assert (project / "artifacts" / "pretrain" / "model.pt").is_file()

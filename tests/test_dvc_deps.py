@@ -83,3 +83,12 @@ def test_closure_follows_lazy_and_from_imports() -> None:
     # is inside a function, and every package __init__ on the way is loaded too.
     assert {"stages/common.py", "dhns/training/checkpoint.py", "dhns/diffusion/sampler.py",
             "dhns/__init__.py", "stages/__init__.py"} <= closure
+
+
+def test_the_library_never_imports_the_pipeline_layer() -> None:
+    """``dhns`` (its CLI included) runs stages as ``stages/run`` processes, never imports them:
+    no import of ``stages``, nor a ``sys.path`` edit to import them by name."""
+    for path in sorted((ROOT / "dhns").rglob("*.py")):
+        stages = sorted(n for n in _imported_modules(path) if n.split(".")[0] == "stages")
+        assert not stages, f"{path.relative_to(ROOT)} imports {stages}"
+        assert "sys.path" not in path.read_text(), f"{path.relative_to(ROOT)} edits sys.path"

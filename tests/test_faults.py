@@ -5,7 +5,6 @@ the old file, and both are one ``error: <path>: <reason>`` line, no traceback. S
 from __future__ import annotations
 
 import errno
-import importlib
 import os
 import shutil
 import subprocess
@@ -15,8 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from cli_checks import assert_user_error
-from tiny_project import make_project
+from tiny_project import ROOT, copy_code, make_project
 from typer.testing import CliRunner
 
 import dhns.io
@@ -102,17 +100,18 @@ def test_read_only_folder_fails_before_training(
         (project / "metrics").chmod(0o755)
 
 
-def test_cli_stage_checks_its_outputs_first(project: Path, no_training: None,
-                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    import dhns.cli as cli
-
-    # This checkout's stages, run in the scratch project (which is no checkout of its own).
-    monkeypatch.setattr(cli, "_import_stages",
-                        lambda module: importlib.import_module(f"stages.{module}"))
+def test_cli_stage_checks_its_outputs_first(project: Path) -> None:
+    """``dhns pretrain`` runs the stage in a process of its own: its one ``error:`` line and
+    exit status are the command's."""
+    copy_code(project)  # a checkout of its own, whose stages the command runs
     (project / "metrics").rename(project / "metrics.old")
     (project / "metrics").write_text("not a folder")
-    result = CliRunner().invoke(app, ["pretrain"])
-    assert_user_error(result, "metrics: not writable (Not a directory)")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "dhns", "pretrain"], cwd=project, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.splitlines() == ["error: metrics: not writable (Not a directory)"]
+    assert not (project / "artifacts" / "pretrain" / "model.pt").exists()
 
 
 def _fill_disk_on(monkeypatch: pytest.MonkeyPatch, target: str) -> None:
@@ -213,17 +212,19 @@ def test_stage_bug_keeps_its_traceback(tmp_path: Path,
 
 
 # `dhns results` imports no torch, so a real process (with Python's own traceback printing)
-# costs well under a second; _results_table stands for any library function with a bug.
-RESULTS_WITH_A_BUG = ("import dhns.cli as cli\n"
+# costs well under a second; results_table stands for any library function with a bug.
+RESULTS_WITH_A_BUG = ("import dhns.cli.results as results\n"
                       "def bug(results):\n"
                       "    raise ValueError('bug in the table code')\n"
-                      "cli._results_table = bug\n"
-                      "cli.app(prog_name='dhns')\n")
+                      "results.results_table = bug\n"
+                      "from dhns.cli import app\n"
+                      "app(prog_name='dhns')\n")
 
 
 def _results(tmp_path: Path, metrics: str, code: str) -> subprocess.CompletedProcess:
     (tmp_path / "evaluate.json").write_text(metrics)
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    # This checkout's library, whichever checkout the environment has installed.
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run([sys.executable, "-c", code, "results", "--metrics", "evaluate.json"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
 
@@ -246,10 +247,10 @@ def test_cli_user_error_is_one_line_in_a_real_process(tmp_path: Path) -> None:
 
 def test_cli_bug_is_not_reported_as_a_user_error(tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    import dhns.cli as cli
+    import dhns.cli.results as results
 
     (tmp_path / "evaluate.json").write_text('{"dhns": {"mrr": 0.5}}')
-    monkeypatch.setattr(cli, "_results_table", _raise(ValueError("bug")))
+    monkeypatch.setattr(results, "results_table", _raise(ValueError("bug")))
     result = CliRunner().invoke(app, ["results", "--metrics", str(tmp_path / "evaluate.json")])
     assert type(result.exception) is ValueError and str(result.exception) == "bug"
     assert "error:" not in result.stderr

@@ -7,6 +7,7 @@ a test copies the folder and changes into it (``monkeypatch.chdir``).
 from __future__ import annotations
 
 import contextlib
+import shutil
 from pathlib import Path
 
 import yaml
@@ -17,6 +18,7 @@ from dhns.config import dotted as dotted
 from dhns.config import load_params
 from dhns.data import generate_synthetic
 
+ROOT = Path(__file__).resolve().parents[1]
 TINY_PARAMS = {
     "device": "cpu",
     "data": {"synthetic": {"num_entities": 60, "num_types": 3, "num_relations": 4,
@@ -37,6 +39,15 @@ def make_project(root: Path) -> Path:
         generate_synthetic(params.data.synthetic, Path(params.data.dir) / "synthetic")
         prepare.run(params)
     return root
+
+
+def copy_code(dest: Path) -> Path:
+    """This checkout's ``dhns/``, ``stages/`` and ``dvc.yaml`` in ``dest``: a project folder
+    whose stage commands (``python -m dhns NAME``, run there) run that copy."""
+    for name in ("dhns", "stages"):
+        shutil.copytree(ROOT / name, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "dvc.yaml", dest / "dvc.yaml")
+    return dest
 
 
 def write_params(root: Path, section: str, **values: object) -> None:
