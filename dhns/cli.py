@@ -200,32 +200,33 @@ _add_stage("synthetic", "synthetic",
            "writes <data.dir>/synthetic.")
 _add_stage("prepare", "prepare",
            "Load and validate the dataset <data.dir>/<data.name> (cleaning valid if "
-           "data.clean_valid). Writes artifacts/prepared and metrics/prepare.json.")
+           "data.clean_valid). Writes artifacts/prepared and {metrics,reports}/prepare.json.")
 _add_stage("text-features", "features",
            "Extract text features of the prepared entities (features.text). Reads "
            "artifacts/prepared; writes artifacts/features/text.pt and "
-           "metrics/text_features.json.", function="run_text")
+           "{metrics,reports}/text_features.json.", function="run_text")
 _add_stage("image-features", "features",
            "Extract image features of the prepared entities (features.image). Reads "
            "artifacts/prepared; writes artifacts/features/image.pt and "
-           "metrics/image_features.json.", function="run_image")
+           "{metrics,reports}/image_features.json.", function="run_image")
 _add_stage("pretrain", "pretrain",
            "Pretrain the multimodal KGE in the kge.loss regime (kge, pretrain). Reads "
            "artifacts/prepared and artifacts/features; writes artifacts/pretrain/model.pt, "
-           "metrics/pretrain.json and plots/pretrain.csv.")
+           "{metrics,reports}/pretrain.json and plots/pretrain.csv.")
 _add_stage("diffusion", "diffusion",
            "Train the diffusion negative sampler on the pretrained embeddings (model). Reads "
            "artifacts/prepared and artifacts/pretrain/model.pt; writes "
-           "artifacts/diffusion/sampler.pt, metrics/diffusion.json and plots/diffusion*.csv.")
+           "artifacts/diffusion/sampler.pt, {metrics,reports}/diffusion.json and "
+           "plots/diffusion*.csv.")
 _add_stage("uniform", "uniform",
            "Equal-budget baseline: continue the pretrained KGE with ordinary negatives only "
-           "(retrain.epochs). Writes artifacts/uniform/model.pt, metrics/uniform.json and "
-           "plots/uniform.csv.")
+           "(retrain.epochs). Writes artifacts/uniform/model.pt, {metrics,reports}/uniform.json "
+           "and plots/uniform.csv.")
 _add_stage("retrain", "retrain",
            "Continue the pretrained KGE with DHNS hierarchical negatives from the diffusion "
            "sampler (retrain). Reads artifacts/pretrain/model.pt and "
            "artifacts/diffusion/sampler.pt; writes artifacts/retrain/model.pt, "
-           "metrics/retrain.json, plots/retrain.csv and dvclive/retrain.")
+           "{metrics,reports}/retrain.json, plots/retrain.csv and dvclive/retrain.")
 _add_stage("figures", "figures",
            "Draw the run's PNG figures (training curves, score distributions, a PCA of the "
            "generated negatives among the real entities) from plots/*.csv and "
@@ -293,7 +294,7 @@ def _results_table(results: dict[str, Any]) -> str:
     rows = []
     for name in names:
         m = results[name]
-        if not isinstance(m, dict) or "mrr" not in m:  # e.g. the stage's "resources"
+        if not isinstance(m, dict) or "mrr" not in m:  # e.g. "resources" in an old file
             continue
         rows.append((name, m.get("mrr"), m.get("hits@1"), m.get("hits@3"), m.get("hits@10"),
                      m.get("optimistic", {}).get("mrr")))
@@ -336,8 +337,8 @@ def evaluate_command(
 
     Without options, runs the pipeline stage: evaluates the checkpoints
     artifacts/{pretrain,uniform,retrain}/model.pt on the prepared dataset (eval.split,
-    eval.batch_size) and writes metrics/evaluate.json. With --checkpoint PATH --dataset DIR,
-    evaluates any checkpoint on any dataset folder and writes nothing.
+    eval.batch_size) and writes {metrics,reports}/evaluate.json. With --checkpoint PATH
+    --dataset DIR, evaluates any checkpoint on any dataset folder and writes nothing.
     """
     from dhns.io import strict_json  # metrics with NaN print as null: strict JSON
 
