@@ -43,6 +43,7 @@ from dhns.evaluation.evaluator import evaluate
 from dhns.evaluation.filter import FilterIndex
 from dhns.io import atomic_write_json
 from dhns.kge.build import compile_scoring
+from dhns.records import read_record
 from dhns.training.checkpoint import load_kge
 from dhns.training.pretrain import selection_indices
 
@@ -65,7 +66,7 @@ def prepare_arm(base: Path, work: Path, params: dict, stage: str = "retrain",
                 own_text: bool = False) -> None:
     """Link the base's artifacts the arm shares into ``work``; ``own_text``: every feature
     table but ``text.pt``, which the arm extracts itself."""
-    for sub in ("artifacts", "metrics", "plots"):
+    for sub in ("artifacts", "metrics", "reports", "plots"):
         (work / sub).mkdir(parents=True, exist_ok=True)
     for name in PRETRAIN_SHARES if stage == "pretrain" else SHARED_ARTIFACTS:
         link = work / "artifacts" / name
@@ -146,7 +147,8 @@ def main() -> None:
     if args.own_text and not args.evaluate_only:
         run_stage(work, "features", "text")
     seconds = None if args.evaluate_only else round(run_stage(work, args.stage), 1)
-    stage_metrics = json.loads((work / "metrics" / f"{OUTPUT[args.stage]}.json").read_text())
+    # The stage's whole record (metrics and report): the arm tables read its epoch time.
+    stage_metrics = read_record(work, OUTPUT[args.stage])
     result = {
         "dataset": dataset, "arm": args.name, "seed": args.seed, "stage": args.stage,
         "overrides": args.overrides,

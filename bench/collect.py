@@ -1,4 +1,5 @@
-"""Collect one pipeline run's metrics into ``results/<name>.json`` and print its table rows.
+"""Collect one pipeline run's metrics and reports into ``results/<name>.json`` and print its
+table rows.
 
 Run from the project folder that ran the pipeline (``dvc repro`` / ``dvc exp run``)::
 
@@ -17,13 +18,20 @@ from pathlib import Path
 import torch
 import yaml
 
+from bench.summary import stage_record
 from dhns.io import atomic_write_json
+from dhns.records import METRICS_DIR, REPORTS_DIR
 
 MODELS = ("pretrain", "uniform", "dhns")
 
 
+def _stage_files(folder: Path) -> dict[str, dict]:
+    return {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))}
+
+
 def collect(root: Path, name: str, command: str, wall: float | None) -> dict:
-    metrics = {p.stem: json.loads(p.read_text()) for p in sorted((root / "metrics").glob("*.json"))}
+    """The run's record: ``metrics`` and ``reports`` by stage, as the pipeline wrote them
+    (``bench.summary.stage_record`` merges a stage's two)."""
     return {
         "name": name,
         "date": datetime.date.today().isoformat(),
@@ -33,12 +41,13 @@ def collect(root: Path, name: str, command: str, wall: float | None) -> dict:
                     "torch": torch.__version__, "threads": torch.get_num_threads(),
                     "loadavg": os.getloadavg()},
         "params": yaml.safe_load((root / "params.yaml").read_text()),
-        "metrics": metrics,
+        "metrics": _stage_files(root / METRICS_DIR),
+        "reports": _stage_files(root / REPORTS_DIR),
     }
 
 
 def table_rows(result: dict) -> list[str]:
-    evaluation = result["metrics"]["evaluate"]
+    evaluation = stage_record(result, "evaluate")
     rows = []
     for model in MODELS:
         m = evaluation[model]

@@ -9,9 +9,9 @@ Two copies of the pretrained checkpoint train side by side on the same batches: 
 built by ``dhns.negatives.ntat.ntat_from_params`` from ``params.yaml``, as the ``retrain``
 stage builds it). They alternate in rounds of ``--steps`` steps so that both see the same
 machine load; the first round warms up
-(compilation, allocator) and is not counted. The stage metrics' ``epoch_time_vs_uniform``
-compares two stages run at different times, which on a shared machine says more about the load
-than about DHNS; this does not.
+(compilation, allocator) and is not counted. The retrain stage's ``epoch_time_vs_uniform``
+(``reports/retrain.json``) compares two stages run at different times, which on a shared
+machine says more about the load than about DHNS; this does not.
 
 Reported per step and per epoch-equivalent (steps per epoch x seconds per step): the ratio
 dhns / uniform and DHNS's split into generation (the denoiser chain), scoring the generated

@@ -32,6 +32,7 @@ stages/run prepare
 stages/run features text
 stages/run pretrain > uninterrupted.log 2>&1
 mkdir -p runA && cp artifacts/pretrain/model.pt metrics/pretrain.json runA/
+cp reports/pretrain.json runA/pretrain-report.json
 stages/run pretrain > killed.log 2>&1 &
 pid=$!
 until grep -q "^epoch $kill_after " killed.log; do sleep 2; done
@@ -40,6 +41,7 @@ pkill -9 -f "stages.pretrain" || true
 wait "$pid" || true
 stages/run pretrain > resumed.log 2>&1
 mkdir -p runB && cp artifacts/pretrain/model.pt metrics/pretrain.json runB/
+cp reports/pretrain.json runB/pretrain-report.json
 .venv/bin/python - "$ds" "$here" "$epochs" "$kill_after" <<'PY'
 import json
 import sys
@@ -50,8 +52,10 @@ ds, here, epochs, kill_after = sys.argv[1:]
 a = torch.load("runA/model.pt", weights_only=False)["state_dict"]
 b = torch.load("runB/model.pt", weights_only=False)["state_dict"]
 timing = ("resources", "seconds", "seconds_per_epoch")
-ma, mb = (
-    {k: v for k, v in json.load(open(f"run{x}/pretrain.json")).items() if k not in timing}
+ma, mb = (  # the stage's record: its metrics and, timings aside, its report
+    {**json.load(open(f"run{x}/pretrain.json")),
+     **{k: v for k, v in json.load(open(f"run{x}/pretrain-report.json")).items()
+        if k not in timing}}
     for x in "AB")
 resumed = [line for line in open("resumed.log") if "resuming" in line]
 out = {"command": f"bench/resume_check.sh {ds} {epochs} {kill_after}",

@@ -27,9 +27,19 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
+from dhns.records import merge_records
+
 MODELS = ("pretrain", "uniform", "dhns")
 METRICS = ("mrr", "hits@1", "hits@3", "hits@10")
 _NAME = re.compile(r"^(?P<dataset>.+)-seed(?P<seed>\d+)(?:-(?P<tag>.+))?$")
+
+
+def stage_record(run: dict, stage: str) -> dict:
+    """The whole record of ``stage`` in a ``bench.collect`` result: its metrics merged with its
+    report. Results collected before the split hold everything under ``metrics`` and have no
+    ``reports``, so they read the same."""
+    return merge_records(run.get("metrics", {}).get(stage, {}),
+                         run.get("reports", {}).get(stage, {}))
 
 
 def load_runs(results: Path, tag: str | None = None) -> dict[str, list[dict]]:
@@ -63,7 +73,7 @@ def table(runs: dict[str, list[dict]]) -> str:
         if any(r.get("note") for r in dataset_runs):  # e.g. a resumed run: see its note
             wall += " (see note)"
         for model in MODELS:
-            evals = [r["metrics"]["evaluate"][model] for r in dataset_runs]
+            evals = [stage_record(r, "evaluate")[model] for r in dataset_runs]
             cells = [_cell([e[m] for e in evals]) for m in METRICS]
             optimistic = _cell([e["optimistic"]["mrr"] for e in evals])
             lines.append(f"| {dataset} | {model} | {' | '.join(cells)} | {optimistic} | "
@@ -78,7 +88,7 @@ def dhns_vs_uniform(runs: dict[str, list[dict]]) -> str:
              "|---|---|---|---|---|"]
     for dataset, dataset_runs in runs.items():
         ordered = sorted(dataset_runs, key=lambda r: r["seed"])
-        evals = [r["metrics"]["evaluate"] for r in ordered]
+        evals = [stage_record(r, "evaluate") for r in ordered]
         diffs = [e["dhns"]["mrr"] - e["uniform"]["mrr"] for e in evals]
         by_seed = ", ".join(f"{r['seed']}: {d:+.4f}" for r, d in zip(ordered, diffs, strict=True))
         mean = statistics.mean(diffs)

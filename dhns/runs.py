@@ -19,7 +19,6 @@ cached, and the project's own artifacts are left alone. ``tests/test_pipeline_ap
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import shutil
@@ -37,12 +36,13 @@ import yaml
 from dhns.config import Params, params_from_dict, set_dotted
 from dhns.errors import UserError
 from dhns.project import project_root
+from dhns.records import read_record
 
 #: Which checkpoint each evaluated model of ``metrics/evaluate.json`` comes from.
 CHECKPOINTS = {"pretrain": "artifacts/pretrain/model.pt", "uniform": "artifacts/uniform/model.pt",
                "dhns": "artifacts/retrain/model.pt"}
 #: What :meth:`PipelineResult.save` keeps of a run folder.
-KEPT = ("params.yaml", "metrics", "plots", "logs", *CHECKPOINTS.values())
+KEPT = ("params.yaml", "metrics", "reports", "plots", "logs", *CHECKPOINTS.values())
 
 
 class StageFailed(RuntimeError):
@@ -54,11 +54,13 @@ class PipelineResult:
     """A finished :func:`pipeline` run.
 
     Attributes:
-        workdir: the run folder (``params.yaml``, ``artifacts/``, ``metrics/``, ``plots/``,
-            ``logs/<stage>.log``).
+        workdir: the run folder (``params.yaml``, ``artifacts/``, ``metrics/``, ``reports/``,
+            ``plots/``, ``logs/<stage>.log``).
         params: the validated params the run used.
-        metrics: ``metrics/evaluate.json``: per model (``pretrain``, ``uniform``, ``dhns``)
-            the filtered MRR and Hits@1/3/10 on the evaluated split, and more.
+        metrics: the evaluate stage's whole record, ``metrics/evaluate.json`` with the detail
+            of ``reports/evaluate.json`` merged in: per model (``pretrain``, ``uniform``,
+            ``dhns``) the filtered MRR, MR and Hits@1/3/10 on the evaluated split, optimistic,
+            per side and per category, and the stage's ``resources``.
         seconds: wall time of each stage.
     """
 
@@ -86,7 +88,7 @@ class PipelineResult:
         return self.load_model("dhns")
 
     def save(self, directory: str | Path) -> Path:
-        """Copy the run's params, metrics, plots, logs and the three checkpoints to
+        """Copy the run's params, metrics, reports, plots, logs and the three checkpoints to
         ``directory`` (created; must not exist yet) and return it."""
         out = Path(directory)
         if out.exists():
@@ -155,7 +157,7 @@ def pipeline(dataset: str = "synthetic", *, overrides: Mapping[str, Any] | None 
         if name == "synthetic" and dataset != "synthetic":
             continue
         seconds[name] = _run(root, work, name, argv, verbose)
-    metrics = json.loads((work / "metrics" / "evaluate.json").read_text())
+    metrics = read_record(work, "evaluate")
     return PipelineResult(work.resolve(), checked, metrics, seconds)
 
 

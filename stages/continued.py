@@ -24,6 +24,7 @@ from stages.common import (
     PLOTS,
     PREPARED,
     PRETRAIN_CKPT,
+    REPORTS,
     SAMPLER_CKPT,
     generator,
     log,
@@ -96,5 +97,5 @@ def continue_training(params: Params, name: str, out: Path, extra_loss: LossFn |
     save_kge(out, model, meta={"dataset": kg.name, "stage": name, "params": to_dict(params),
                                "best_epoch": result.best_epoch, "history": result.history},
              vocabulary=kg.vocabulary(), negative_sampler=sampler)
-    return write_history(name, result, METRICS, PLOTS,
+    return write_history(name, result, METRICS, REPORTS, PLOTS,
                          extra={"start_valid_mrr": round(result.start_valid_mrr, 6)})

@@ -12,7 +12,7 @@ from dhns.device import resolve_device
 from dhns.diffusion.sampler import L1_OF_ZERO_PREDICTOR, DiffusionSampler
 from dhns.distributed import rank_and_world
 from dhns.errors import UserError
-from dhns.io import atomic_write_json, atomic_write_text
+from dhns.io import atomic_write_text
 from dhns.negatives import HierarchicalGenerator, diffusion_pairs
 from dhns.negatives.diagnostics import (
     histogram_rows,
@@ -29,11 +29,13 @@ from stages.common import (
     PLOTS,
     PREPARED,
     PRETRAIN_CKPT,
+    REPORTS,
     SAMPLER_CKPT,
     check_outputs,
     generator,
     log,
     run_stage,
+    write_record,
 )
 from stages.inputs import filter_index, load_prepared
 from stages.reporting import write_csv
@@ -55,7 +57,7 @@ def run(params: Params) -> dict:
     if rank_and_world()[1] > 1:
         raise UserError("the diffusion stage runs as one process (its training loop is not "
                         "data-parallel): start it without torchrun")
-    check_outputs(SAMPLER_CKPT.parent, METRICS, PLOTS)
+    check_outputs(SAMPLER_CKPT.parent, METRICS, REPORTS, PLOTS)
     kg = load_prepared()
     device = resolve_device(params.device)
     cfg = params.model
@@ -112,7 +114,7 @@ def run(params: Params) -> dict:
     }
     save_sampler(SAMPLER_CKPT, sampler, meta={"dataset": kg.name, "params": to_dict(params),
                                               "report": report}, vocabulary=vocabulary)
-    atomic_write_json(METRICS / "diffusion.json", report)
+    write_record("diffusion", report)
     lines = ["epoch,loss_ratio"] + [f"{i + 1},{v / L1_OF_ZERO_PREDICTOR:.6f}"
                                     for i, v in enumerate(history)]
     atomic_write_text(PLOTS / "diffusion.csv", "\n".join(lines) + "\n")
@@ -131,4 +133,4 @@ def run(params: Params) -> dict:
 
 
 if __name__ == "__main__":
-    run_stage(run, metrics="diffusion", argv=sys.argv[1:])
+    run_stage(run, report="diffusion", argv=sys.argv[1:])

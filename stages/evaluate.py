@@ -9,7 +9,6 @@ from dhns.config import Params
 from dhns.device import resolve_device
 from dhns.evaluation.categories import kg_test_categories
 from dhns.evaluation.evaluator import evaluate
-from dhns.io import atomic_write_json
 from dhns.kge.build import compile_scoring
 from dhns.training.checkpoint import load_kge
 from stages.common import (
@@ -17,10 +16,12 @@ from stages.common import (
     METRICS,
     PREPARED,
     PRETRAIN_CKPT,
+    REPORTS,
     UNIFORM_CKPT,
     check_outputs,
     log,
     run_stage,
+    write_record,
 )
 from stages.inputs import filter_index, load_prepared
 
@@ -28,7 +29,7 @@ CHECKPOINTS = {"pretrain": PRETRAIN_CKPT, "uniform": UNIFORM_CKPT, "dhns": DHNS_
 
 
 def run(params: Params, checkpoints: dict[str, Path] | None = None) -> dict:
-    check_outputs(METRICS)
+    check_outputs(METRICS, REPORTS)
     kg = load_prepared()
     device = resolve_device(params.device)
     split = params.eval.split
@@ -49,9 +50,8 @@ def run(params: Params, checkpoints: dict[str, Path] | None = None) -> dict:
         results[name] = metrics
         log(f"{name}: MRR {metrics['mrr']:.4f}  H@1 {metrics['hits@1']:.4f}  "
             f"H@10 {metrics['hits@10']:.4f}  (optimistic MRR {metrics['optimistic']['mrr']:.4f})")
-    atomic_write_json(METRICS / "evaluate.json", results)
-    return results
+    return write_record("evaluate", results)
 
 
 if __name__ == "__main__":
-    run_stage(run, metrics="evaluate", argv=sys.argv[1:])
+    run_stage(run, report="evaluate", argv=sys.argv[1:])

@@ -9,15 +9,16 @@ from pathlib import Path
 from dhns.config import Params
 from dhns.device import resolve_device
 from dhns.features.table import FeatureTable
-from dhns.io import atomic_write_json
 from stages.common import (
     IMAGE_FEATURES,
     METRICS,
     PREPARED,
+    REPORTS,
     TEXT_FEATURES,
     check_outputs,
     log,
     run_stage,
+    write_record,
 )
 from stages.inputs import load_prepared
 
@@ -29,7 +30,7 @@ def _finish(name: str, table: FeatureTable, path: Path) -> dict:
     report["entities"] = table.num_entities
     if table.meta.get("skipped_by_reason"):
         report["skipped_by_reason"] = dict(table.meta["skipped_by_reason"])
-    atomic_write_json(METRICS / f"{name}_features.json", report)
+    write_record(f"{name}_features", report)
     log(f"{name} features: {table.num_entities} x {table.dim}, "
         f"{report['with_modality']} entities have {name}"
         + (f" ({table.meta['reason']})" if table.meta.get("reason") else ""))
@@ -40,7 +41,7 @@ def _finish(name: str, table: FeatureTable, path: Path) -> dict:
 
 
 def _run(params: Params, name: str, path: Path) -> dict:
-    check_outputs(path.parent, METRICS)
+    check_outputs(path.parent, METRICS, REPORTS)
     cfg = getattr(params.features, name)
     kg = load_prepared()
     vocabulary = kg.vocabulary()
@@ -69,5 +70,5 @@ def run_image(params: Params) -> dict:
 
 if __name__ == "__main__":
     kind = sys.argv[1]
-    run_stage({"text": run_text, "image": run_image}[kind], metrics=f"{kind}_features",
+    run_stage({"text": run_text, "image": run_image}[kind], report=f"{kind}_features",
               argv=sys.argv[2:])

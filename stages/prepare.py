@@ -11,12 +11,11 @@ import torch
 from dhns.config import Params
 from dhns.data import load_dataset
 from dhns.data.validate import top_up_valid
-from dhns.io import atomic_write_json
-from stages.common import METRICS, PREPARED, check_outputs, log, run_stage
+from stages.common import METRICS, PREPARED, REPORTS, check_outputs, log, run_stage, write_record
 
 
 def run(params: Params) -> dict:
-    check_outputs(PREPARED, METRICS)
+    check_outputs(PREPARED, METRICS, REPORTS)
     source = Path(params.data.dir) / params.data.name
     if not source.is_dir():
         raise FileNotFoundError(
@@ -33,11 +32,11 @@ def run(params: Params) -> dict:
         log(f"warning: {warning}")
     kg.save(PREPARED)
     report = {**kg.summary(), "warnings": warnings}
-    atomic_write_json(METRICS / "prepare.json", report)
+    write_record("prepare", report)
     log(f"prepared {kg.name}: {kg.num_entities} entities, {kg.num_relations} relations, "
         f"{len(kg.train)}/{len(kg.valid)}/{len(kg.test)} train/valid/test")
     return report
 
 
 if __name__ == "__main__":
-    run_stage(run, metrics="prepare", argv=sys.argv[1:])
+    run_stage(run, report="prepare", argv=sys.argv[1:])

@@ -15,6 +15,7 @@ from stages.common import (
     PLOTS,
     PREPARED,
     PRETRAIN_CKPT,
+    REPORTS,
     TEXT_FEATURES,
     check_outputs,
     log,
@@ -26,7 +27,7 @@ from stages.resuming import resume_file
 
 
 def run(params: Params) -> dict:
-    check_outputs(PRETRAIN_CKPT.parent, METRICS, PLOTS)
+    check_outputs(PRETRAIN_CKPT.parent, METRICS, REPORTS, PLOTS)
     kg = load_prepared()
     features = load_features(params, kg)
     resume = resume_file(params, "pretrain", [PREPARED, TEXT_FEATURES, IMAGE_FEATURES])
@@ -42,8 +43,8 @@ def run(params: Params) -> dict:
         "dataset": kg.name, "stage": "pretrain", "params": to_dict(params),
         "best_epoch": done.result.best_epoch, "history": done.result.history},
         vocabulary=kg.vocabulary(), negative_sampler=done.negative_sampler)
-    return write_history("pretrain", done.result, METRICS, PLOTS)
+    return write_history("pretrain", done.result, METRICS, REPORTS, PLOTS)
 
 
 if __name__ == "__main__":
-    run_stage(run, metrics="pretrain", argv=sys.argv[1:])
+    run_stage(run, report="pretrain", argv=sys.argv[1:])

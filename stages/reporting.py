@@ -1,4 +1,4 @@
-"""Metrics JSON and per-epoch plot files of the training stages."""
+"""Records (metrics and report JSON) and per-epoch plot files of the training stages."""
 
 from __future__ import annotations
 
@@ -6,13 +6,15 @@ import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from dhns.io import atomic_write_json, atomic_write_text
+from dhns.io import atomic_write_text
 from dhns.training.trainer import TrainResult
+from stages.common import write_record
 
 
-def write_history(name: str, result: TrainResult, metrics_dir: Path, plots_dir: Path,
-                  extra: dict | None = None) -> dict:
-    """``metrics/<name>.json`` (summary) and ``plots/<name>.csv`` (epoch, loss, valid_mrr).
+def write_history(name: str, result: TrainResult, metrics_dir: Path, reports_dir: Path,
+                  plots_dir: Path, extra: dict | None = None) -> dict:
+    """The summary, split as :func:`stages.common.write_record` does (``metrics/<name>.json``
+    and ``reports/<name>.json``), and ``plots/<name>.csv`` (epoch, loss, valid_mrr).
 
     A figure that was never measured (no validation ran) or is not finite (every step of the
     last epoch skipped) is ``null`` in the JSON and an empty cell in the CSV, never ``NaN``.
@@ -29,7 +31,7 @@ def write_history(name: str, result: TrainResult, metrics_dir: Path, plots_dir: 
         "skipped_steps": result.skipped_steps,
         **(extra or {}),
     }
-    atomic_write_json(metrics_dir / f"{name}.json", summary)
+    write_record(name, summary, metrics_dir, reports_dir)
     lines = ["epoch,loss,valid_mrr"]
     for record in epochs:
         cells = (record["epoch"], _cell(record["loss"]), _cell(record.get("valid_mrr")))

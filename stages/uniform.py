@@ -9,14 +9,14 @@ from __future__ import annotations
 import sys
 
 from dhns.config import Params
-from stages.common import METRICS, PLOTS, UNIFORM_CKPT, check_outputs, run_stage
+from stages.common import METRICS, PLOTS, REPORTS, UNIFORM_CKPT, check_outputs, run_stage
 from stages.continued import continue_training
 
 
 def run(params: Params) -> dict:
-    check_outputs(UNIFORM_CKPT.parent, METRICS, PLOTS)
+    check_outputs(UNIFORM_CKPT.parent, METRICS, REPORTS, PLOTS)
     return continue_training(params, "uniform", UNIFORM_CKPT, extra_loss=None, resumable=True)
 
 
 if __name__ == "__main__":
-    run_stage(run, metrics="uniform", argv=sys.argv[1:])
+    run_stage(run, report="uniform", argv=sys.argv[1:])

@@ -144,6 +144,35 @@ def test_summary_dhns_against_uniform_spread(tmp_path: Path) -> None:
     assert "| DB15K | 0: -0.0010 | -0.0010 | - (one seed) | - |" in rows
 
 
+def test_collect_keeps_metrics_and_reports_and_old_results_read_the_same(
+        tmp_path: Path) -> None:
+    from bench import collect, summary
+    from stages.common import write_record
+
+    project = tmp_path / "project"
+    evaluation = {m: {"mrr": 0.3, "mr": 9.0, "hits@1": 0.2, "hits@3": 0.3, "hits@10": 0.5,
+                      "optimistic": {"mrr": 0.31, "mr": 8.0}} for m in collect.MODELS}
+    write_record("evaluate", evaluation, project / "metrics", project / "reports")
+    write_record("uniform", {"best_valid_mrr": 0.3, "seconds_per_epoch": 2.0},
+                 project / "metrics", project / "reports")
+    (project / "params.yaml").write_text("seed: 0\n")
+    new = collect.collect(project, "X-seed0", "cmd", 60.0)
+    assert new["metrics"]["uniform"] == {"best_valid_mrr": 0.3}
+    assert new["reports"]["uniform"] == {"seconds_per_epoch": 2.0}
+    assert summary.stage_record(new, "evaluate") == evaluation
+    # A result collected before the split: everything under "metrics", no "reports".
+    old = {"name": "X-seed1", "wall_seconds": 60.0, "metrics": {"evaluate": evaluation}}
+    assert summary.stage_record(old, "evaluate") == evaluation
+    assert collect.table_rows(new)[0] == collect.table_rows({**old, "name": "X-seed0"})[0]
+    results = tmp_path / "results"
+    results.mkdir()
+    for result in (new, old):
+        (results / f"{result['name']}.json").write_text(json.dumps(result))
+    runs = summary.load_runs(results)
+    assert [r["seed"] for r in runs["X"]] == [0, 1]
+    assert "| X | dhns | 0.3000 ± 0.0000 |" in summary.table(runs)
+
+
 def test_overhead_interleaves_uniform_and_dhns_steps(tmp_path: Path) -> None:
     from bench import overhead
     from dhns.config import SyntheticConfig, load_params

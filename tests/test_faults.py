@@ -61,7 +61,7 @@ def run_pretrain(capsys: pytest.CaptureFixture[str]) -> str:
     from stages import pretrain
 
     with pytest.raises(SystemExit) as info:
-        run_stage(pretrain.run, metrics="pretrain")
+        run_stage(pretrain.run, report="pretrain")
     assert info.value.code == 1
     return capsys.readouterr().err
 
@@ -166,7 +166,7 @@ def test_full_disk_in_a_stage_is_one_line_and_keeps_the_old_metrics(
     old = (project / "metrics" / "prepare.json").read_text()
     _fill_disk_on(monkeypatch, "prepare.json")
     with pytest.raises(SystemExit) as info:
-        run_stage(prepare.run, metrics="prepare")
+        run_stage(prepare.run, report="prepare")
     assert info.value.code == 1
     err = capsys.readouterr().err.splitlines()
     assert err[-1] == "error: metrics/prepare.json: No space left on device"

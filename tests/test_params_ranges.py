@@ -122,12 +122,13 @@ def test_bad_epochs_stop_before_any_work_and_keep_the_model(
     write_params(project, "pretrain", epochs=epochs)
     monkeypatch.chdir(project)
     with pytest.raises(SystemExit) as info:
-        run_stage(pretrain.run, metrics="pretrain")
+        run_stage(pretrain.run, report="pretrain")
     assert info.value.code == 1
     assert capsys.readouterr().err == (
         f"error: params.yaml: pretrain.epochs: must be >= 1, got {epochs}\n")
     assert model.read_bytes() == b"the trained model"
     assert not (project / "metrics" / "pretrain.json").exists()
+    assert not (project / "reports" / "pretrain.json").exists()
 
 
 def test_metrics_json_maps_non_finite_numbers_to_null(tmp_path: Path) -> None:
@@ -141,11 +142,14 @@ def test_metrics_json_maps_non_finite_numbers_to_null(tmp_path: Path) -> None:
 def test_history_without_validation_or_finite_loss_is_strict(tmp_path: Path) -> None:
     # No validation ran (best_valid_mrr stays NaN) and every step of the epoch was skipped.
     result = TrainResult(history=[{"epoch": 1, "loss": math.nan, "seconds": 0.1}])
-    summary = write_history("x", result, tmp_path / "metrics", tmp_path / "plots")
+    summary = write_history("pretrain", result, tmp_path / "metrics", tmp_path / "reports",
+                            tmp_path / "plots")
     assert summary["best_valid_mrr"] is None and summary["final_loss"] is None
-    report = strict_loads((tmp_path / "metrics" / "x.json").read_text())
-    assert report["best_valid_mrr"] is None
-    assert (tmp_path / "plots" / "x.csv").read_text() == "epoch,loss,valid_mrr\n1,,\n"
+    metrics = strict_loads((tmp_path / "metrics" / "pretrain.json").read_text())
+    assert metrics["best_valid_mrr"] is None and metrics["final_loss"] is None
+    report = strict_loads((tmp_path / "reports" / "pretrain.json").read_text())
+    assert {"seconds", "seconds_per_epoch"} <= set(report) and "best_valid_mrr" not in report
+    assert (tmp_path / "plots" / "pretrain.csv").read_text() == "epoch,loss,valid_mrr\n1,,\n"
 
 
 def test_overrides_are_read_as_yaml_and_validated(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -14,11 +15,21 @@ import pytest
 import yaml
 from tiny_project import PIPELINE_TINY, merge
 
+from dhns.records import read_record
+from stages.common import METRIC_KEYS
+
 ROOT = Path(__file__).resolve().parents[1]
 DVC = Path(sys.executable).parent / "dvc"
+#: Names of timing, resource and cost figures: reports/, never metrics/ (dvc exp show).
+TIMING = re.compile(r"seconds|resources|peak_rss|_per_s$|epoch_time|device")
 
 
-
+def _leaves(tree: object, prefix: str = "") -> dict[str, object]:
+    """Dotted key -> value of every non-mapping in ``tree``, as ``dvc exp show`` flattens."""
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    return {k: v for key, value in tree.items()
+            for k, v in _leaves(value, f"{prefix}.{key}" if prefix else key).items()}
 
 
 def _dvc(workdir: Path, *args: str) -> subprocess.CompletedProcess:
@@ -45,18 +56,41 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return work
 
 
-def test_repro_writes_metrics_for_every_model(project: Path) -> None:
-    metrics = json.loads((project / "metrics" / "evaluate.json").read_text())
-    assert set(metrics) == {"pretrain", "uniform", "dhns", "resources"}
-    for stage in ("prepare", "pretrain", "diffusion", "uniform", "retrain", "evaluate"):
-        resources = json.loads((project / "metrics" / f"{stage}.json").read_text())["resources"]
+def test_metrics_hold_what_runs_are_compared_on_and_reports_the_rest(project: Path) -> None:
+    for stage in METRIC_KEYS:
+        metrics = _leaves(json.loads((project / "metrics" / f"{stage}.json").read_text()))
+        report = _leaves(json.loads((project / "reports" / f"{stage}.json").read_text()))
+        assert metrics, stage
+        assert not [k for k in metrics if TIMING.search(k)], (stage, metrics)
+        assert not [k for k, v in metrics.items() if isinstance(v, list)], stage  # per epoch
+        assert not set(metrics) & set(report), stage  # each figure in one file only
         # a tiny stage can finish in under 0.05 s, which rounds to 0.0
-        assert resources["wall_seconds"] >= 0 and resources["peak_rss_mb"] > 50
+        assert report["resources.wall_seconds"] >= 0 and report["resources.peak_rss_mb"] > 50
+    for stage in ("pretrain", "uniform", "retrain"):
+        report = json.loads((project / "reports" / f"{stage}.json").read_text())
+        assert report["seconds_per_epoch"] >= 0 and report["seconds"] >= 0
+    retrain = json.loads((project / "reports" / "retrain.json").read_text())
+    assert {"generate_seconds_per_epoch", "score_seconds_per_epoch",
+            "generated_coverage_per_epoch"} <= set(retrain)
+    evaluate = json.loads((project / "metrics" / "evaluate.json").read_text())
+    assert set(evaluate) == {"pretrain", "uniform", "dhns"}
+    assert set(evaluate["dhns"]) == {"mrr", "hits@1", "hits@3", "hits@10", "optimistic"}
+    # What dvc itself shows: no timing column among the metrics.
+    shown = _dvc(project, "metrics", "show", "--json")
+    assert shown.returncode == 0, shown.stderr
+    columns = [k for files in json.loads(shown.stdout).values()
+               for f in files["data"].values() for k in _leaves(f["data"])]
+    assert columns and not [k for k in columns if TIMING.search(k)]
+
+
+def test_repro_writes_metrics_for_every_model(project: Path) -> None:
+    metrics = read_record(project, "evaluate")  # metrics/ and reports/ merged
+    assert set(metrics) == {"pretrain", "uniform", "dhns", "resources"}
     for result in (metrics[m] for m in ("pretrain", "uniform", "dhns")):
         assert 0 < result["mrr"] <= 1
         assert result["optimistic"]["mrr"] >= result["mrr"]
         assert set(result["by_side"]) == {"head", "tail"}
-    diagnostics = json.loads((project / "metrics" / "diffusion.json").read_text())
+    diagnostics = read_record(project, "diffusion")
     assert set(diagnostics["mean_score"]) >= {"positive", "uniform"}
     levels = [f"t={t}" for t in diagnostics["level_steps"]]
     assert list(diagnostics["dispersion"]) == levels
@@ -70,7 +104,7 @@ def test_repro_writes_metrics_for_every_model(project: Path) -> None:
         assert 1 <= summary["median_rank"] <= diagnostics["wrong_answers"] + 1
         assert 0 <= summary["rank1_fraction"] <= 1
     assert all(0 <= v <= 1 for v in diagnostics["nearest_known_answer"].values())
-    retrain = json.loads((project / "metrics" / "retrain.json").read_text())
+    retrain = read_record(project, "retrain")
     parts = {"kgc", "ha_positive", "ha_negative"}
     for when in ("start", "end"):
         gradients = retrain["loss_gradients"][when]
@@ -191,6 +225,7 @@ def test_diffusion_stage_is_bit_reproducible(project: Path) -> None:
     # The reruns rewrite the stage's outputs (its wall time differs, and `dvc repro` may have
     # used more threads): put them back after, so the project stays as DVC left it.
     outputs = [sampler, project / "metrics" / "diffusion.json",
+               project / "reports" / "diffusion.json",
                *(project / "plots").glob("diffusion*")]
     saved = {path: path.read_bytes() for path in outputs}
     runs = []
@@ -218,6 +253,7 @@ def test_retrain_with_mined_negatives(project: Path, sampler: str, mined: str, l
     params_file = project / "params.yaml"
     original = params_file.read_text()
     keep = {p: p.read_bytes() for p in (project / "metrics" / "retrain.json",
+                                        project / "reports" / "retrain.json",
                                         project / "plots" / "retrain.csv",
                                         project / "artifacts" / "retrain" / "model.pt")}
     try:
@@ -228,7 +264,7 @@ def test_retrain_with_mined_negatives(project: Path, sampler: str, mined: str, l
         params_file.write_text(yaml.safe_dump(params))
         done = _stage(project, "retrain")
         assert done.returncode == 0, done.stderr
-        report = json.loads((project / "metrics" / "retrain.json").read_text())
+        report = read_record(project, "retrain")
     finally:
         params_file.write_text(original)
         for path, content in keep.items():

@@ -11,6 +11,7 @@ from tiny_project import PIPELINE_TINY, dotted
 
 import dhns
 from dhns.config import ConfigError
+from dhns.records import merge_records
 from dhns.runs import StageFailed, stage_commands
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,9 +33,11 @@ def test_runs_every_stage_in_order_with_the_overrides(finished) -> None:
     assert finished.params.kge.dim == PIPELINE_TINY["kge"]["dim"]
     written = yaml.safe_load((finished.workdir / "params.yaml").read_text())
     assert written["kge"]["dim"] == PIPELINE_TINY["kge"]["dim"]
-    # The result's metrics are the evaluate stage's file, for all three models.
-    on_disk = json.loads((finished.workdir / "metrics" / "evaluate.json").read_text())
-    assert finished.metrics == on_disk
+    # The result's metrics are the evaluate stage's files, metrics and report, merged.
+    on_disk = [json.loads((finished.workdir / sub / "evaluate.json").read_text())
+               for sub in ("metrics", "reports")]
+    assert finished.metrics == merge_records(*on_disk)
+    assert "by_side" in finished.metrics["dhns"] and "resources" in finished.metrics
     for name in ("pretrain", "uniform", "dhns"):
         assert 0 < finished.metrics[name]["mrr"] <= 1
     assert (finished.workdir / "logs" / "retrain.log").read_text()
@@ -50,7 +53,8 @@ def test_models_predict_and_save(finished, tmp_path: Path) -> None:
     with pytest.raises(KeyError, match="choose from"):
         finished.load_model("best")
     saved = finished.save(tmp_path / "kept")
-    for rel in ("params.yaml", "metrics/evaluate.json", "artifacts/retrain/model.pt",
+    for rel in ("params.yaml", "metrics/evaluate.json", "reports/evaluate.json",
+                "artifacts/retrain/model.pt",
                 "artifacts/pretrain/model.pt", "logs/pretrain.log"):
         assert (saved / rel).is_file(), rel
     with pytest.raises(FileExistsError):

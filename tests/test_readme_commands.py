@@ -117,7 +117,7 @@ def test_readme_commands_run_as_written(checkout: tuple[Path, Path]) -> None:
     exps = _shell(".venv/bin/dvc exp show --json", work, home)
     assert exps.returncode == 0, exps.stderr
     assert '"steps": 1000' in exps.stdout.replace(": 1000,", ": 1000")
-    assert json.loads((work / "metrics" / "prepare.json").read_text())["name"] == "DB15K"
+    assert json.loads((work / "reports" / "prepare.json").read_text())["name"] == "DB15K"
 
 
 def test_bench_summary_as_written() -> None:

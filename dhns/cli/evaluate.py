@@ -63,8 +63,8 @@ def evaluate_command(
 
     Without options, runs the pipeline stage: evaluates the checkpoints
     artifacts/{pretrain,uniform,retrain}/model.pt on the prepared dataset (eval.split,
-    eval.batch_size) and writes metrics/evaluate.json. With --checkpoint PATH --dataset DIR,
-    evaluates any checkpoint on any dataset folder and writes nothing.
+    eval.batch_size) and writes {metrics,reports}/evaluate.json. With --checkpoint PATH
+    --dataset DIR, evaluates any checkpoint on any dataset folder and writes nothing.
     """
     from dhns.io import strict_json  # metrics with NaN print as null: strict JSON
 

@@ -89,32 +89,33 @@ _add_stage("synthetic",
            "writes <data.dir>/synthetic.")
 _add_stage("prepare",
            "Load and validate the dataset <data.dir>/<data.name> (cleaning valid if "
-           "data.clean_valid). Writes artifacts/prepared and metrics/prepare.json.")
+           "data.clean_valid). Writes artifacts/prepared and {metrics,reports}/prepare.json.")
 _add_stage("text-features",
            "Extract text features of the prepared entities (features.text). Reads "
            "artifacts/prepared; writes artifacts/features/text.pt and "
-           "metrics/text_features.json.")
+           "{metrics,reports}/text_features.json.")
 _add_stage("image-features",
            "Extract image features of the prepared entities (features.image). Reads "
            "artifacts/prepared; writes artifacts/features/image.pt and "
-           "metrics/image_features.json.")
+           "{metrics,reports}/image_features.json.")
 _add_stage("pretrain",
            "Pretrain the multimodal KGE in the kge.loss regime (kge, pretrain). Reads "
            "artifacts/prepared and artifacts/features; writes artifacts/pretrain/model.pt, "
-           "metrics/pretrain.json and plots/pretrain.csv.")
+           "{metrics,reports}/pretrain.json and plots/pretrain.csv.")
 _add_stage("diffusion",
            "Train the diffusion negative sampler on the pretrained embeddings (model). Reads "
            "artifacts/prepared and artifacts/pretrain/model.pt; writes "
-           "artifacts/diffusion/sampler.pt, metrics/diffusion.json and plots/diffusion*.csv.")
+           "artifacts/diffusion/sampler.pt, {metrics,reports}/diffusion.json and "
+           "plots/diffusion*.csv.")
 _add_stage("uniform",
            "Equal-budget baseline: continue the pretrained KGE with ordinary negatives only "
-           "(retrain.epochs). Writes artifacts/uniform/model.pt, metrics/uniform.json and "
-           "plots/uniform.csv.")
+           "(retrain.epochs). Writes artifacts/uniform/model.pt, {metrics,reports}/uniform.json "
+           "and plots/uniform.csv.")
 _add_stage("retrain",
            "Continue the pretrained KGE with DHNS hierarchical negatives from the diffusion "
            "sampler (retrain). Reads artifacts/pretrain/model.pt and "
            "artifacts/diffusion/sampler.pt; writes artifacts/retrain/model.pt, "
-           "metrics/retrain.json, plots/retrain.csv and dvclive/retrain.")
+           "{metrics,reports}/retrain.json, plots/retrain.csv and dvclive/retrain.")
 _add_stage("figures",
            "Draw the run's PNG figures (training curves, score distributions, a PCA of the "
            "generated negatives among the real entities) from plots/*.csv and "
