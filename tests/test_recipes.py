@@ -211,7 +211,7 @@ def _sandbox(tmp_path: Path, dvc_code: int) -> Path:
     record their arguments and exit): whatever row.sh is asked, nothing can train here."""
     repo = tmp_path / "repo"
     (repo / "bench").mkdir(parents=True)
-    for name in ("row.sh", "__init__.py", "recipe.py", "collect.py"):
+    for name in ("row.sh", "__init__.py", "recipe.py", "collect.py", "summary.py"):
         (repo / "bench" / name).write_bytes((ROOT / "bench" / name).read_bytes())
     (repo / "recipes").mkdir()
     for path in RECIPES:
