@@ -22,9 +22,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import yaml
-
-from dhns.config import ConfigError, dotted, format_assignment, params_from_dict
+from dhns.config import ConfigError, dotted, format_assignment, params_from_dict, read_yaml
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = "recipes"
@@ -36,13 +34,7 @@ ROW_KEYS = ("data.name", "seed")
 def load_recipe(path: Path) -> dict:
     """The recipe at ``path`` as a nested mapping, checked against the params schema; every
     error is a :class:`ConfigError` naming ``path``."""
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such recipe file") from None
-    except yaml.YAMLError as exc:
-        # PyYAML's message spans lines (a caret under the spot): one line, as every error here
-        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
+    raw = read_yaml(path, "recipe")
     raw = {} if raw is None else raw  # an empty recipe: params.yaml as it is
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of params sections, "

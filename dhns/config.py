@@ -453,17 +453,24 @@ def numeric_fields(cls: type = Params, prefix: str = "") -> list[tuple[str, data
     return out
 
 
+def read_yaml(path: Path, kind: str) -> typing.Any:
+    """The YAML document in ``path`` (a ``kind`` file: params, recipe); a missing file or bad
+    YAML is a one-line :class:`ConfigError` naming ``path``."""
+    try:
+        return yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such {kind} file") from None
+    except yaml.YAMLError as exc:
+        # PyYAML's message spans lines (a caret under the spot): one line, as every error here
+        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
+
+
 def load_params(path: str | Path = "params.yaml", overrides: typing.Sequence[str] = ()
                 ) -> Params:
     """Read and validate a params file, with ``key=value`` ``overrides`` (as ``dvc exp run -S``)
     applied first. Raises :class:`ConfigError` naming the file (and the overrides)."""
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such params file") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    raw = read_yaml(path, "params")
     source = f"{path}" + "".join(f" -S {o}" for o in overrides)
     try:
         raw = raw if isinstance(raw, dict) else {}
