@@ -33,12 +33,12 @@ from stages.inputs import load_prepared
 from stages.reporting import write_history
 from stages.resuming import resume_file
 
-#: Builds the ordinary loss term from the training generator and the negative sampler
-#: (None for the cross-entropy regimes; default: ``kgc_loss``).
 #: Generator offset of the fresh weights of ``retrain.start: scratch`` (shared by both arms, so
 #: uniform and DHNS start from the same initialisation).
 SCRATCH_INIT_OFFSET = 8
 
+#: Builds the ordinary loss term from the training generator and the negative sampler
+#: (None for the cross-entropy regimes; default: ``kgc_loss``).
 BaseLoss = Callable[[torch.Generator, NegativeSampler | None], LossFn]
 
 
