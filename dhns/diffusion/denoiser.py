@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -97,3 +98,57 @@ class Denoiser(nn.Module):
         temb = self.time_mlp(sinusoidal_embedding(t, self.dim).to(x_t.dtype))
         temb = temb + self.modality_emb(modality)
         return self.net(torch.cat([x_t, temb, c], dim=-1))
+
+    def conditioned(self, c: Tensor, modality: Tensor) -> ConditionedDenoiser:
+        """This network with ``c`` and ``modality`` fixed, for a reverse chain (see
+        :class:`ConditionedDenoiser`). ``c``: (B, D) standardised condition; ``modality``: (B,)."""
+        return ConditionedDenoiser(self, c, modality)
+
+
+class ConditionedDenoiser:
+    """``eps_hat(x_t, t)`` of a :class:`Denoiser` whose condition and modality stay fixed.
+
+    A reverse chain calls the denoiser ten or more times with the same ``c``: the first linear's
+    ``c`` and modality columns, and their share of the LayerNorm statistics, are computed once
+    here, so each call multiplies only its ``x_t`` by a third of the first layer. It is the same
+    function as :meth:`Denoiser.forward` up to float rounding (``tests/test_diffusion.py``).
+    Inference only: built and called without autograd. The weights are read when it is built,
+    so build one per chain.
+    """
+
+    def __init__(self, denoiser: Denoiser, c: Tensor, modality: Tensor) -> None:
+        norm, first, _, self.hidden_norm, second, third = denoiser.net
+        d = denoiser.dim
+        self.dim = d
+        self.time_mlp = denoiser.time_mlp
+        self.eps = norm.eps
+        self.out = nn.Sequential(second, third)
+        # LayerNorm then Linear: W(g * (z - mu) / s + b) + bias
+        #   = (W_x (g_x x) + W_t (g_t temb) + W_c (g_c c) - mu W g) / s + W b + bias.
+        scaled = first.weight * norm.weight  # (hD, 3D): W diag(g)
+        # Contiguous: a column slice as the weight would be copied at every call.
+        self.w_x, self.w_time = scaled[:, :d].contiguous(), scaled[:, d:2 * d].contiguous()
+        self.w_gain = scaled.sum(1)  # (hD,) W g
+        self.constant = first.weight @ norm.bias + first.bias  # (hD,)
+        self.modality = modality
+        self.modality_rows = denoiser.modality_emb.weight  # (M, D)
+        self.c_part = F.linear(c, scaled[:, 2 * d:])  # (B, hD)
+        self.c_sum = c.sum(1)
+        self.c_square_sum = (c * c).sum(1)
+
+    def __call__(self, x_t: Tensor, t: int) -> Tensor:
+        """(B, D) state at integer step ``t`` -> (B, D) predicted noise."""
+        t_vec = torch.full((1,), t, dtype=torch.long, device=x_t.device)
+        time_row = self.time_mlp(sinusoidal_embedding(t_vec, self.dim).to(x_t.dtype))
+        temb = time_row + self.modality_rows  # (M, D): one row per modality
+        temb_part = F.linear(temb, self.w_time)[self.modality]  # (B, hD)
+        temb_sum = temb.sum(1)[self.modality]
+        temb_square_sum = (temb * temb).sum(1)[self.modality]
+        width = 3 * self.dim
+        mean = (x_t.sum(1) + temb_sum + self.c_sum) / width
+        square_mean = ((x_t * x_t).sum(1) + temb_square_sum + self.c_square_sum) / width
+        inv_std = torch.rsqrt((square_mean - mean * mean).clamp_min(0) + self.eps)
+        hidden = F.linear(x_t, self.w_x) + temb_part + self.c_part
+        hidden = (hidden - mean[:, None] * self.w_gain) * inv_std[:, None] + self.constant
+        hidden = self.hidden_norm(F.silu(hidden))
+        return self.out(hidden)

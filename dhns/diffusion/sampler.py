@@ -335,11 +335,17 @@ class DiffusionSampler(nn.Module):
         amp: contextlib.AbstractContextManager = contextlib.nullcontext()
         if autocast_dtype is not None:
             amp = torch.autocast(device_type=c.device.type, dtype=autocast_dtype)
+        # The condition's share of the denoiser is computed once per chain; autocast keeps the
+        # plain network (its fused layers are float32 only).
+        chain = self.denoiser.conditioned(cs, modality) if autocast_dtype is None else None
         for t, t_prev in zip(states[:-1], states[1:], strict=True):
-            # One (1,)-shaped t broadcasts inside the denoiser: the time MLP runs on one row.
-            t_vec = torch.full((1,), t, dtype=torch.long, device=c.device)
-            with amp:
-                eps_hat = self.denoiser(x, t_vec, cs, modality)
+            if chain is not None:
+                eps_hat = chain(x, t)
+            else:
+                # One (1,)-shaped t broadcasts inside the denoiser: the time MLP runs on one row.
+                t_vec = torch.full((1,), t, dtype=torch.long, device=c.device)
+                with amp:
+                    eps_hat = self.denoiser(x, t_vec, cs, modality)
             eps_hat = eps_hat.to(x.dtype)
             if ancestral:
                 x = self.schedule.p_step(x, t, eps_hat, generator)
