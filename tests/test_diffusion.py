@@ -228,8 +228,8 @@ def test_hardness_ordering(trained, sampling_steps: int | None) -> None:
 
 
 def test_conditioned_denoiser_is_the_network(trained) -> None:
-    """The per-chain precomputation (condition columns, LayerNorm sums, folded last linears)
-    gives the network's own output at every step, for mixed modalities."""
+    """The per-chain precomputation (condition columns and LayerNorm sums) gives the network's
+    own output at every step, for mixed modalities."""
     s, _, (_, c, modality, _) = trained
     den = s.denoiser
     cs = s.standardise_c(c[:256], modality[:256])

@@ -95,9 +95,12 @@ class Denoiser(nn.Module):
         Returns:
             (B, D) predicted noise ``eps_hat``.
         """
-        temb = self.time_mlp(sinusoidal_embedding(t, self.dim).to(x_t.dtype))
-        temb = temb + self.modality_emb(modality)
+        temb = self.time_embedding(t, x_t.dtype) + self.modality_emb(modality)
         return self.net(torch.cat([x_t, temb, c], dim=-1))
+
+    def time_embedding(self, t: Tensor, dtype: torch.dtype) -> Tensor:
+        """(B,) or (1,) long timesteps -> (B, D) or (1, D) learned time embedding."""
+        return self.time_mlp(sinusoidal_embedding(t, self.dim).to(dtype))
 
     def conditioned(self, c: Tensor, modality: Tensor) -> ConditionedDenoiser:
         """This network with ``c`` and ``modality`` fixed, for a reverse chain (see
@@ -120,7 +123,7 @@ class ConditionedDenoiser:
         norm, first, _, self.hidden_norm, second, third = denoiser.net
         d = denoiser.dim
         self.dim = d
-        self.time_mlp = denoiser.time_mlp
+        self.time_embedding = denoiser.time_embedding
         self.eps = norm.eps
         self.out = nn.Sequential(second, third)
         # LayerNorm then Linear: W(g * (z - mu) / s + b) + bias
@@ -139,7 +142,7 @@ class ConditionedDenoiser:
     def __call__(self, x_t: Tensor, t: int) -> Tensor:
         """(B, D) state at integer step ``t`` -> (B, D) predicted noise."""
         t_vec = torch.full((1,), t, dtype=torch.long, device=x_t.device)
-        time_row = self.time_mlp(sinusoidal_embedding(t_vec, self.dim).to(x_t.dtype))
+        time_row = self.time_embedding(t_vec, x_t.dtype)
         temb = time_row + self.modality_rows  # (M, D): one row per modality
         temb_part = F.linear(temb, self.w_time)[self.modality]  # (B, hD)
         temb_sum = temb.sum(1)[self.modality]
