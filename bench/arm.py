@@ -10,7 +10,7 @@ full cleaned validation split (model selection) and on test (report), and lands 
 
     python -m bench.arm --base ../exp-mkgy --name uniform --stage uniform --seed 0
     python -m bench.arm --base ../exp-mkgy --name mined-score --seed 0 \\
-        -S retrain.sampler=uniform -S retrain.mined=score
+        -S retrain.negatives=uniform -S retrain.mined=score
 
 ``--stage pretrain`` trains a new KGE from the base's prepared data and feature tables (a
 training-regime arm, e.g. ``-S kge.loss=1vsall``), evaluated the same way; with

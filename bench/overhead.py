@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--checkpoint", type=Path, default=Path("artifacts/pretrain/model.pt"))
-    parser.add_argument("--sampler", type=Path, default=Path("artifacts/diffusion/sampler.pt"))
+    parser.add_argument("--diffusion", type=Path, default=Path("artifacts/diffusion/model.pt"))
     parser.add_argument("--prepared", type=Path, default=Path("artifacts/prepared"))
     parser.add_argument("--rounds", type=int, default=4, help="including one warm-up round")
     parser.add_argument("--steps", type=int, default=12, help="steps per run and round")
@@ -159,12 +159,12 @@ def main(argv: list[str] | None = None) -> int:
     from dhns.data import KnowledgeGraph
     from dhns.device import resolve_device
     from dhns.negatives.ntat import ntat_from_params
-    from dhns.training.checkpoint import load_kge, load_sampler
+    from dhns.training.checkpoint import load_diffusion, load_kge
 
-    for path in (args.params, args.checkpoint, args.sampler, args.prepared):
+    for path in (args.params, args.checkpoint, args.diffusion, args.prepared):
         if not path.exists():
             raise SystemExit(f"{path}: not found (run the pipeline up to the diffusion stage, "
-                             "or point --params/--checkpoint/--sampler/--prepared at one)")
+                             "or point --params/--checkpoint/--diffusion/--prepared at one)")
     params = load_params(args.params)
     device = resolve_device(params.device)
     kg = KnowledgeGraph.load(args.prepared)
@@ -175,8 +175,8 @@ def main(argv: list[str] | None = None) -> int:
         compile_scoring(model, params.kge.compile, device)
         return model
 
-    sampler, _ = load_sampler(args.sampler, device, vocabulary, args.prepared)
-    ntat = ntat_from_params(params, sampler, torch.Generator().manual_seed(params.seed + 1))
+    diffusion, _ = load_diffusion(args.diffusion, device, vocabulary, args.prepared)
+    ntat = ntat_from_params(params, diffusion, torch.Generator().manual_seed(params.seed + 1))
     result = measure_overhead(load_model, ntat, kg.train.to(device), params,
                               rounds=args.rounds, steps=args.steps, seed=params.seed)
     result = {
@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                     "torch": torch.__version__, "threads": torch.get_num_threads()},
         "settings": {"schedule": params.model.schedule, "steps": params.model.steps,
-                     "sampling_steps": ntat.generator.sampling_steps,
+                     "sampling_steps": ntat.hierarchy.sampling_steps,
                      "generate_fraction": ntat.generate_fraction,
                      "refresh_every": ntat.refresh_every,
                      "ha_weighting": params.retrain.ha_weighting,

@@ -37,7 +37,7 @@ from dhns.negatives.diagnostics import (
 from dhns.negatives.ntat import embed_with_generated, ntat_from_params
 from dhns.samplers.corruption import uniform_sampler
 from dhns.seeding import seeded
-from dhns.training.checkpoint import load_kge, load_sampler
+from dhns.training.checkpoint import load_diffusion, load_kge
 from dhns.training.kgc import sampled_loss
 
 REPO = Path(__file__).resolve().parents[1]
@@ -55,12 +55,12 @@ def main() -> None:
     vocabulary = kg.vocabulary()
     model, _ = load_kge(args.run / "artifacts" / "pretrain" / "model.pt", "cpu", vocabulary,
                         prepared)
-    sampler, _ = load_sampler(args.run / "artifacts" / "diffusion" / "sampler.pt", "cpu",
+    diffusion, _ = load_diffusion(args.run / "artifacts" / "diffusion" / "model.pt", "cpu",
                               vocabulary, prepared)
     cfg = params.retrain
     gen = seeded(params.seed, 70)
-    ntat = ntat_from_params(params, sampler, gen)  # the retrain stage's own NTAT term
-    hier = ntat.generator
+    ntat = ntat_from_params(params, diffusion, gen)  # the retrain stage's own NTAT term
+    hier = ntat.hierarchy
     pick = torch.randperm(len(kg.train), generator=gen)[:args.triples]
     batch = kg.train[pick]
     negatives = hier.generate(model, batch, gen)
@@ -86,7 +86,7 @@ def main() -> None:
     batches = [kg.train[pick[i:i + size]] for i in range(0, min(len(pick), 4 * size), size)]
     report["loss_gradients"] = loss_gradient_report(model, batches, kgc, ntat, gen)  # 2.
     report["coverage_per_epoch"] = round(cfg.generate_fraction / cfg.refresh_every, 4)  # 3.
-    abar = sampler.schedule.alpha_bars  # 5.
+    abar = diffusion.schedule.alpha_bars  # 5.
     report["alpha_bar"] = {level: round(float(abar[t]), 4)
                            for level, t in zip(levels, hier.levels, strict=True)}
     report.update(real_entity_diagnostics(model, hier.levels, negatives, index))  # 6.

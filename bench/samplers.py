@@ -3,7 +3,7 @@
 Every row continues ``--base``'s pretrained checkpoint for the same budget (``retrain.epochs``
 of the base params, the ``uniform`` stage's), with one registered sampler as
 ``kge.negative_sampler`` and everything else as the uniform arm has it; the DHNS row is the
-``retrain`` stage of the base params (NTAT over the base's trained diffusion sampler, the
+``retrain`` stage of the base params (NTAT over the base's trained diffusion model, the
 paper's design). Each row is a :mod:`bench.arm` run, recorded with its command in
 ``results/arms/<DS>-sampler-<name>-seed<N>.json``; the table lands in
 ``results/<DS>-samplers-seed<N>.json``::

@@ -202,7 +202,7 @@ class DiffusionConfig:
 
 @dataclass
 class RetrainConfig:
-    sampler: Literal["dhns", "uniform"] = "dhns"
+    negatives: Literal["dhns", "uniform"] = "dhns"
     # 0 epochs would only copy pretrain: the uniform baseline and DHNS would be the same model.
     epochs: int = num(20, COUNT)
     batch_size: int = num(512, COUNT)
@@ -340,12 +340,21 @@ def parse_section(cls: type, raw: dict, prefix: str = "") -> Any:
     return _build(cls, raw, prefix)
 
 
+#: Keys renamed since results were recorded with them: the old name gets a pointer, not the
+#: generic unknown-key error.
+RENAMED_KEYS = {"retrain.sampler": "retrain.negatives (2026-12-03: the diffusion model is no "
+                                   "longer called a sampler)"}
+
+
 def _build(cls: type, raw: dict, prefix: str = "") -> Any:
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(raw) - names)
     if unknown:
         where = f"{prefix}." if prefix else ""
+        renamed = RENAMED_KEYS.get(f"{where}{unknown[0]}")
+        if renamed:
+            raise ConfigError(f"{where}{unknown[0]} was renamed {renamed}")
         raise ConfigError(
             f"unknown key {where}{unknown[0]} (known under {prefix or 'top level'}: "
             f"{', '.join(sorted(names))})"
@@ -408,16 +417,16 @@ def _check_cross(params: Params) -> None:
         raise ConfigError(f"kge.sparse_updates: the {params.kge.loss} regime's gradient "
                           "reaches every entity at every step, so sparse updates save nothing; "
                           "use false or auto")
-    dhns_term = r.sampler == "dhns" and r.lambda_ha > 0
+    dhns_term = r.negatives == "dhns" and r.lambda_ha > 0
     if r.start == "scratch" and dhns_term and not r.joint:
         raise ConfigError("retrain.start: scratch with DHNS negatives needs retrain.joint true "
-                          "(a freshly initialised sampler must learn during the run)")
+                          "(a freshly initialised diffusion model must learn during the run)")
     if r.start == "scratch" and r.mined != "none":
         raise ConfigError(f"retrain.start: scratch cannot mine (retrain.mined {r.mined}): "
-                          "mining needs the pretrained diffusion sampler; set retrain.mined none")
+                          "mining needs the pretrained diffusion model; set retrain.mined none")
     if r.diffusion_weight > 0 and not (dhns_term and r.joint):
         raise ConfigError("retrain.diffusion_weight: needs retrain.joint true and DHNS "
-                          "negatives (retrain.sampler dhns, lambda_ha > 0)")
+                          "negatives (retrain.negatives dhns, lambda_ha > 0)")
     for section, cfg in (("pretrain", params.pretrain), ("retrain", r)):
         if cfg.warmup_epochs >= cfg.epochs:
             raise ConfigError(f"{section}.warmup_epochs: must be < {section}.epochs "

@@ -20,12 +20,12 @@ from dhns.training.live import LiveLog
 from dhns.training.pretrain import selection_validator
 from dhns.training.trainer import LossFn, Trainer
 from stages.common import (
+    DIFFUSION_CKPT,
     METRICS,
     PLOTS,
     PREPARED,
     PRETRAIN_CKPT,
     REPORTS,
-    SAMPLER_CKPT,
     generator,
     log,
 )
@@ -83,7 +83,8 @@ def continue_training(params: Params, name: str, out: Path, extra_loss: LossFn |
                       validate_start=True, lr_schedule=cfg.lr_schedule,
                       warmup_epochs=cfg.warmup_epochs,
                       resume=resume_file(params, name, [PREPARED, PRETRAIN_CKPT] + (
-                          [SAMPLER_CKPT] if name == "retrain" and SAMPLER_CKPT.exists() else []))
+                          [DIFFUSION_CKPT] if name == "retrain" and DIFFUSION_CKPT.exists()
+                          else []))
                       if resumable else None,
                       checkpoint_every=params.resume.checkpoint_every,
                       stateful={**({} if sampler is None else {"negative_sampler": sampler}),

@@ -1,4 +1,4 @@
-"""Stage ``diffusion``: train the DiffHEG sampler on the pretrained embeddings, diagnose it."""
+"""Stage ``diffusion``: train the DiffHEG model on the pretrained embeddings, diagnose it."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import torch
 
 from dhns.config import Params, to_dict
 from dhns.device import resolve_device
-from dhns.diffusion.sampler import L1_OF_ZERO_PREDICTOR, DiffusionSampler
+from dhns.diffusion.model import L1_OF_ZERO_PREDICTOR, DiffusionModel
 from dhns.distributed import rank_and_world
 from dhns.errors import UserError
 from dhns.io import atomic_write_text
-from dhns.negatives import HierarchicalGenerator, diffusion_pairs
+from dhns.negatives import HierarchicalLevels, diffusion_pairs
 from dhns.negatives.diagnostics import (
     histogram_rows,
     level_dispersion,
@@ -21,16 +21,16 @@ from dhns.negatives.diagnostics import (
     real_entity_diagnostics,
     summarise,
 )
-from dhns.negatives.pairs import new_diffusion_sampler
+from dhns.negatives.pairs import new_diffusion_model
 from dhns.negatives.projection import COLUMNS, projection_rows
-from dhns.training.checkpoint import load_kge, save_sampler
+from dhns.training.checkpoint import load_kge, save_diffusion
 from stages.common import (
+    DIFFUSION_CKPT,
     METRICS,
     PLOTS,
     PREPARED,
     PRETRAIN_CKPT,
     REPORTS,
-    SAMPLER_CKPT,
     check_outputs,
     generator,
     log,
@@ -46,10 +46,10 @@ PROJECTION_QUERIES = 3  # panels of plots/figures/projection.png
 TERMINAL_ALPHA_BAR_NOTE = 0.05
 
 
-def held_out_ratios(sampler: DiffusionSampler, x0, c, stream, seed: int) -> dict[str, float]:
+def held_out_ratios(diffusion: DiffusionModel, x0, c, stream, seed: int) -> dict[str, float]:
     """Loss ratio to sqrt(2/pi) per stream on held-out pairs, with a fixed generator."""
     with torch.no_grad():
-        _, ratios = sampler.loss(x0, c, stream, torch.Generator().manual_seed(seed))
+        _, ratios = diffusion.loss(x0, c, stream, torch.Generator().manual_seed(seed))
     return {k: round(v, 4) for k, v in ratios.items()}
 
 
@@ -57,37 +57,37 @@ def run(params: Params) -> dict:
     if rank_and_world()[1] > 1:
         raise UserError("the diffusion stage runs as one process (its training loop is not "
                         "data-parallel): start it without torchrun")
-    check_outputs(SAMPLER_CKPT.parent, METRICS, REPORTS, PLOTS)
+    check_outputs(DIFFUSION_CKPT.parent, METRICS, REPORTS, PLOTS)
     kg = load_prepared()
     device = resolve_device(params.device)
     cfg = params.model
     vocabulary = kg.vocabulary()
     model, _ = load_kge(PRETRAIN_CKPT, device, vocabulary, PREPARED)
     gen = generator(params, offset=2)
-    sampler = new_diffusion_sampler(model, cfg, gen)
-    streams = sampler.modalities
+    diffusion = new_diffusion_model(model, cfg, gen)
+    streams = diffusion.modalities
     train = kg.train.to(device)
     x0, c, stream = diffusion_pairs(model, train, streams)
     vx0, vc, vstream = diffusion_pairs(model, kg.valid.to(device), streams)
-    sampler.fit_standardisation(x0, c, stream)
-    before = held_out_ratios(sampler, vx0, vc, vstream, params.seed)
+    diffusion.fit_standardisation(x0, c, stream)
+    before = held_out_ratios(diffusion, vx0, vc, vstream, params.seed)
     log(f"diffusion: T={cfg.steps} ({cfg.schedule}), {len(x0)} training pairs over streams "
         f"{streams}; held-out loss ratio before training {before}")
-    terminal = sampler.schedule.terminal_alpha_bar
+    terminal = diffusion.schedule.terminal_alpha_bar
     if terminal > TERMINAL_ALPHA_BAR_NOTE:
         log(f"note: model.schedule {cfg.schedule} with T={cfg.steps} keeps {terminal:.2f} of the "
             "signal at t=T-1 while generation starts from pure noise, so generated negatives "
             "are shrunk towards their condition (the reference's setting; linear1000 or "
             "cosine reach noise)")
     start = time.perf_counter()
-    history = sampler.fit(x0, c, stream, cfg.epochs, cfg.batch_size, cfg.lr, gen,
+    history = diffusion.fit(x0, c, stream, cfg.epochs, cfg.batch_size, cfg.lr, gen,
                           progress=sys.stderr.isatty(),
                           log=None if sys.stderr.isatty() else log)
     seconds = time.perf_counter() - start
-    after = held_out_ratios(sampler, vx0, vc, vstream, params.seed)
+    after = held_out_ratios(diffusion, vx0, vc, vstream, params.seed)
     log(f"diffusion: trained {cfg.epochs} epochs in {seconds:.1f}s; held-out loss ratio {after}")
 
-    hier = HierarchicalGenerator(sampler, cfg.levels, cfg.sampling_steps)
+    hier = HierarchicalLevels(diffusion, cfg.levels, cfg.sampling_steps)
     pick = torch.randperm(len(kg.train), generator=gen)[:DIAGNOSTIC_TRIPLES]
     diagnostic = train[pick.to(device)]
     negatives = hier.generate(model, diagnostic, gen)
@@ -112,7 +112,7 @@ def run(params: Params) -> dict:
         "heldout_loss_ratio": after,
         **summary,
     }
-    save_sampler(SAMPLER_CKPT, sampler, meta={"dataset": kg.name, "params": to_dict(params),
+    save_diffusion(DIFFUSION_CKPT, diffusion, meta={"dataset": kg.name, "params": to_dict(params),
                                               "report": report}, vocabulary=vocabulary)
     write_record("diffusion", report)
     lines = ["epoch,loss_ratio"] + [f"{i + 1},{v / L1_OF_ZERO_PREDICTOR:.6f}"

@@ -12,9 +12,9 @@ import torch
 from dhns.config import Params, continuation_kge
 from dhns.data.kg import KnowledgeGraph
 from dhns.device import resolve_device
-from dhns.diffusion.sampler import DiffusionSampler
+from dhns.diffusion.model import DiffusionModel
 from dhns.evaluation.filter import FilterIndex
-from dhns.negatives import HierarchicalGenerator, NTATLoss
+from dhns.negatives import HierarchicalLevels, NTATLoss
 from dhns.negatives.diagnostics import epoch_coverage, loss_gradient_report
 from dhns.negatives.generated_softmax import GeneratedCandidates, generate_for_triples
 from dhns.negatives.mined import (
@@ -24,18 +24,18 @@ from dhns.negatives.mined import (
     mine_by_score,
 )
 from dhns.negatives.ntat import ntat_from_params
-from dhns.negatives.pairs import new_diffusion_sampler
+from dhns.negatives.pairs import new_diffusion_model
 from dhns.samplers import NegativeSampler
-from dhns.training.checkpoint import load_kge, load_sampler
+from dhns.training.checkpoint import load_diffusion, load_kge
 from dhns.training.kgc import kgc_loss
 from stages.common import (
     DHNS_CKPT,
+    DIFFUSION_CKPT,
     METRICS,
     PLOTS,
     PREPARED,
     PRETRAIN_CKPT,
     REPORTS,
-    SAMPLER_CKPT,
     check_outputs,
     generator,
     log,
@@ -47,7 +47,7 @@ from stages.continued import BaseLoss, continue_training
 from stages.inputs import load_prepared
 
 
-def mined_negatives(params: Params, kg: KnowledgeGraph, sampler: DiffusionSampler | None,
+def mined_negatives(params: Params, kg: KnowledgeGraph, diffusion: DiffusionModel | None,
                     rng: torch.Generator) -> tuple[BaseLoss, Callable[[int], dict]]:
     """For ``retrain.mined``: the ordinary loss with per-triple candidates (mined real
     negatives, known training answers never mined, or generated embeddings) refreshed every
@@ -60,7 +60,7 @@ def mined_negatives(params: Params, kg: KnowledgeGraph, sampler: DiffusionSample
             return mine_by_score(model, kg.train, known, cfg.mined_negatives, batch,
                                  cfg.mine_pool, rng)
     else:
-        hier = HierarchicalGenerator(sampler, params.model.levels, params.model.sampling_steps)
+        hier = HierarchicalLevels(diffusion, params.model.levels, params.model.sampling_steps)
 
         def mine(model):
             if cfg.mined == "generated":
@@ -90,8 +90,8 @@ def mined_negatives(params: Params, kg: KnowledgeGraph, sampler: DiffusionSample
     return base_loss, report
 
 
-#: Generator offset of the fresh sampler's weights under ``retrain.start: scratch``.
-SCRATCH_SAMPLER_OFFSET = 9
+#: Generator offset of the fresh diffusion model's weights under ``retrain.start: scratch``.
+SCRATCH_DIFFUSION_OFFSET = 9
 
 #: Fixed training batches on which the loss parts' gradients are measured.
 GRADIENT_BATCHES = 4
@@ -125,18 +125,18 @@ def run(params: Params) -> dict:
     cfg = params.retrain
     kg = load_prepared()
     device = resolve_device(params.device)
-    sampler = None
-    if cfg.start == "scratch" and cfg.sampler == "dhns":
+    diffusion = None
+    if cfg.start == "scratch" and cfg.negatives == "dhns":
         # Trained jointly from the KGE's first epoch (config requires retrain.joint).
         architecture, _ = load_kge(PRETRAIN_CKPT, device, kg.vocabulary(), PREPARED)
-        sampler = new_diffusion_sampler(architecture, params.model,
-                                        generator(params, offset=SCRATCH_SAMPLER_OFFSET))
-        log(f"retrain: a freshly initialised diffusion sampler over {sampler.modalities}")
-    elif cfg.sampler == "dhns" or cfg.mined in ("diffusion", "generated"):
+        diffusion = new_diffusion_model(architecture, params.model,
+                                        generator(params, offset=SCRATCH_DIFFUSION_OFFSET))
+        log(f"retrain: a freshly initialised diffusion model over {diffusion.modalities}")
+    elif cfg.negatives == "dhns" or cfg.mined in ("diffusion", "generated"):
         # The pretrained KGE is checked against the prepared graph in continue_training.
-        sampler, _ = load_sampler(SAMPLER_CKPT, device, kg.vocabulary(), PREPARED)
+        diffusion, _ = load_diffusion(DIFFUSION_CKPT, device, kg.vocabulary(), PREPARED)
     base_loss, mined_report = (None, None) if cfg.mined == "none" else mined_negatives(
-        params, kg, sampler, generator(params, offset=5))
+        params, kg, diffusion, generator(params, offset=5))
     if cfg.mined != "none":
         log("retrain: mined candidate stores are not saved, so this run keeps no resume state")
 
@@ -145,18 +145,19 @@ def run(params: Params) -> dict:
             summary.update(mined_report(summary["epochs_run"]))
         return write_record("retrain", summary)
 
-    if cfg.sampler == "uniform" or cfg.lambda_ha == 0:
-        log("retrain: no NTAT term (retrain.sampler uniform or lambda_ha 0)")
+    if cfg.negatives == "uniform" or cfg.lambda_ha == 0:
+        log("retrain: no NTAT term (retrain.negatives uniform or lambda_ha 0)")
         return finish(continue_training(params, "retrain", DHNS_CKPT, None, base_loss,
                                         resumable=cfg.mined == "none"))
-    ntat = ntat_from_params(params, sampler, generator(params, offset=4))
-    hier = ntat.generator
+    ntat = ntat_from_params(params, diffusion, generator(params, offset=4))
+    hier = ntat.hierarchy
     sampling_steps = hier.sampling_steps
-    log(f"retrain: DHNS negatives at t={hier.levels} of T={sampler.num_steps}, "
+    log(f"retrain: DHNS negatives at t={hier.levels} of T={diffusion.num_steps}, "
         f"{'full ancestral chain' if sampling_steps is None else f'{sampling_steps} strided steps'}"
         f", refresh every {ntat.refresh_every} step(s), fraction {ntat.generate_fraction}"
-        f"{', joint sampler training' if cfg.joint else ''}, L_HA weighting {cfg.ha_weighting}")
-    # From scratch the run does not start at the pretrained weights, nor with a fitted sampler.
+        f"{', joint diffusion training' if cfg.joint else ''}, L_HA weighting {cfg.ha_weighting}")
+    # From scratch the run starts neither at the pretrained weights nor with a fitted diffusion
+    # model.
     start_gradients = (None if cfg.start == "scratch" else
                        loss_gradients(params, kg, ntat, PRETRAIN_CKPT))
     # Resumable unless mined candidates are kept (their stores are not saved).

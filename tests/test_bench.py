@@ -177,7 +177,7 @@ def test_overhead_interleaves_uniform_and_dhns_steps(tmp_path: Path) -> None:
     from bench import overhead
     from dhns.config import SyntheticConfig, load_params
     from dhns.data import generate_synthetic, load_dataset
-    from dhns.diffusion.sampler import DiffusionSampler
+    from dhns.diffusion.model import DiffusionModel
     from dhns.kge.model import STRUCTURE, KGEModelConfig, MultimodalKGE
     from dhns.negatives.ntat import ntat_from_params
 
@@ -191,7 +191,7 @@ def test_overhead_interleaves_uniform_and_dhns_steps(tmp_path: Path) -> None:
     def load_model() -> MultimodalKGE:
         return MultimodalKGE(cfg, {}, torch.Generator().manual_seed(0))
 
-    sampler = DiffusionSampler(16, ["structure:tail", "structure:head"], steps=20)
+    sampler = DiffusionModel(16, ["structure:tail", "structure:head"], steps=20)
     ntat = ntat_from_params(params, sampler, torch.Generator().manual_seed(1))
     result = overhead.measure_overhead(load_model, ntat, kg.train, params, rounds=3, steps=4)
     assert result["steps_counted"] == 8

@@ -13,10 +13,10 @@ from typer.testing import CliRunner
 from dhns.cli import app
 from dhns.config import SyntheticConfig
 from dhns.data import generate_synthetic, load_dataset
-from dhns.diffusion.sampler import DiffusionSampler
+from dhns.diffusion.model import DiffusionModel
 from dhns.kge.model import STRUCTURE, KGEModelConfig, MultimodalKGE
-from dhns.negatives import diffusion_pairs, sampler_modalities
-from dhns.training.checkpoint import save_kge, save_sampler
+from dhns.negatives import diffusion_pairs, diffusion_streams
+from dhns.training.checkpoint import save_diffusion, save_kge
 
 runner = CliRunner()
 LEVELS = [0.1, 0.3, 0.5]  # T = 20 -> t = 2, 6, 10
@@ -42,12 +42,12 @@ def toy(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     model = MultimodalKGE(cfg, {"text": (text, mask)}, g)
     checkpoint = root / "model.pt"
     save_kge(checkpoint, model, meta={"dataset": kg.name}, vocabulary=kg.vocabulary())
-    streams = sampler_modalities(model, ["structure", "text"])
-    sampler = DiffusionSampler(model.scorer.entity_width, streams, steps=20, generator=g)
+    streams = diffusion_streams(model, ["structure", "text"])
+    sampler = DiffusionModel(model.scorer.entity_width, streams, steps=20, generator=g)
     sampler.fit(*diffusion_pairs(model, kg.train, streams), epochs=2, batch_size=128, lr=1e-3,
                 generator=g)
     sampler_path = root / "sampler.pt"
-    save_sampler(sampler_path, sampler, vocabulary=kg.vocabulary())
+    save_diffusion(sampler_path, sampler, vocabulary=kg.vocabulary())
     params = root / "params.yaml"
     params.write_text(f"model:\n  levels: {LEVELS}\n  sampling_steps: 5\nretrain:\n"
                       f"  level_weights: {[1.0] * len(LEVELS)}\n"
@@ -58,7 +58,7 @@ def toy(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def invoke(toy: dict[str, Path], *args: str, dataset: str = "dataset"):
     return runner.invoke(app, ["negatives", "--checkpoint", str(toy["checkpoint"]),
-                               "--sampler", str(toy["sampler"]), "--dataset", str(toy[dataset]),
+                               "--diffusion", str(toy["sampler"]), "--dataset", str(toy[dataset]),
                                "--params", str(toy["params"]), *args])
 
 
@@ -153,15 +153,15 @@ def test_option_misuse_and_mismatched_sampler(toy: dict[str, Path], tmp_path: Pa
     zero = invoke(toy, "--head", head, "--relation", relation, "-k", "0")
     assert_user_error(zero, "-k")
     wide = tmp_path / "wide.pt"
-    save_sampler(wide, DiffusionSampler(32, ["structure:tail", "structure:head"], steps=20),
+    save_diffusion(wide, DiffusionModel(32, ["structure:tail", "structure:head"], steps=20),
                  vocabulary=load_dataset(toy["dataset"])[0].vocabulary())
     result = runner.invoke(app, ["negatives", "--checkpoint", str(toy["checkpoint"]),
-                                 "--sampler", str(wide), "--dataset", str(toy["dataset"]),
+                                 "--diffusion", str(wide), "--dataset", str(toy["dataset"]),
                                  "--params", str(toy["params"]), "--head", head,
                                  "--relation", relation])
     assert_user_error(result, "32-wide", "16-wide")
     swapped = runner.invoke(app, ["negatives", "--checkpoint", str(toy["sampler"]),
-                                  "--sampler", str(toy["sampler"]), "--dataset",
+                                  "--diffusion", str(toy["sampler"]), "--dataset",
                                   str(toy["dataset"]), "--params", str(toy["params"]),
                                   "--head", head, "--relation", relation])
     assert_user_error(swapped, "expected kge")
@@ -178,10 +178,10 @@ def test_bilinear_model_uses_euclidean_distance(toy: dict[str, Path], tmp_path: 
                           generator=torch.Generator().manual_seed(1))
     checkpoint, sampler = tmp_path / "distmult.pt", tmp_path / "sampler.pt"
     save_kge(checkpoint, model, vocabulary=kg.vocabulary())
-    save_sampler(sampler, DiffusionSampler(8, ["structure:tail", "structure:head"], steps=20),
+    save_diffusion(sampler, DiffusionModel(8, ["structure:tail", "structure:head"], steps=20),
                  vocabulary=kg.vocabulary())
     head, relation, _ = query(toy)
-    result = runner.invoke(app, ["negatives", "--checkpoint", str(checkpoint), "--sampler",
+    result = runner.invoke(app, ["negatives", "--checkpoint", str(checkpoint), "--diffusion",
                                  str(sampler), "--dataset", str(toy["prepared"]), "--params",
                                  str(toy["params"]), "--head", head, "--relation", relation,
                                  "-k", "3"])

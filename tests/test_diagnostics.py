@@ -11,11 +11,11 @@ import math
 import pytest
 import torch
 
-from dhns.diffusion.sampler import DiffusionSampler
+from dhns.diffusion.model import DiffusionModel
 from dhns.evaluation.evaluator import rank_targets
 from dhns.evaluation.filter import FilterIndex
 from dhns.kge.model import STRUCTURE, KGEModelConfig, MultimodalKGE
-from dhns.negatives import HierarchicalGenerator, NTATLoss, hardness_aware_loss
+from dhns.negatives import HierarchicalLevels, NTATLoss, hardness_aware_loss
 from dhns.negatives.diagnostics import (
     epoch_coverage,
     generated_ranks,
@@ -27,7 +27,7 @@ from dhns.negatives.diagnostics import (
     real_entity_diagnostics,
 )
 from dhns.negatives.ntat import hardness_aware_parts
-from dhns.negatives.pairs import sampler_modalities
+from dhns.negatives.pairs import diffusion_streams
 from dhns.samplers.corruption import uniform_sampler
 from dhns.training.kgc import sampled_loss, with_extra_loss
 from dhns.training.trainer import Trainer
@@ -72,10 +72,10 @@ def model() -> MultimodalKGE:
 
 
 @pytest.fixture(scope="module")
-def hier(model: MultimodalKGE) -> HierarchicalGenerator:
-    streams = sampler_modalities(model, ["structure", "text"])
-    sampler = DiffusionSampler(model.scorer.entity_width, streams, steps=20, generator=gen(2))
-    return HierarchicalGenerator(sampler, FRACTIONS, sampling_steps=5)
+def hier(model: MultimodalKGE) -> HierarchicalLevels:
+    streams = diffusion_streams(model, ["structure", "text"])
+    sampler = DiffusionModel(model.scorer.entity_width, streams, steps=20, generator=gen(2))
+    return HierarchicalLevels(sampler, FRACTIONS, sampling_steps=5)
 
 
 # -- rank among the real wrong answers --------------------------------------------------------
@@ -181,7 +181,7 @@ def test_nearest_real_entity_is_euclidean_and_checks_known_answers() -> None:
     assert known.tolist() == [[False, False], [False, False], [True, False]]
 
 
-def test_real_entity_diagnostics_keys(model: MultimodalKGE, hier: HierarchicalGenerator,
+def test_real_entity_diagnostics_keys(model: MultimodalKGE, hier: HierarchicalLevels,
                                       triples: torch.Tensor) -> None:
     negatives = hier.generate(model, triples[:16], gen(5))
     out = real_entity_diagnostics(model, hier.levels, negatives, FilterIndex(triples, R))
@@ -198,7 +198,7 @@ def test_real_entity_diagnostics_keys(model: MultimodalKGE, hier: HierarchicalGe
 
 @pytest.mark.parametrize("margins", [MARGINS, None])
 @pytest.mark.parametrize("temperature", [None, 0.0, 1.0, 20.0])
-def test_ha_parts_sum_to_the_loss(model: MultimodalKGE, hier: HierarchicalGenerator,
+def test_ha_parts_sum_to_the_loss(model: MultimodalKGE, hier: HierarchicalLevels,
                                   triples: torch.Tensor, margins, temperature) -> None:
     negatives = hier.generate(model, triples[:24], gen(6))
     loss, _ = hardness_aware_loss(model, negatives, WEIGHTS, margins, temperature)
@@ -229,7 +229,7 @@ def test_gradient_norms_and_shares(model: MultimodalKGE) -> None:
 
 
 @pytest.mark.parametrize("lambda_ha", [0.01, 0.0])
-def test_loss_gradient_report(model: MultimodalKGE, hier: HierarchicalGenerator,
+def test_loss_gradient_report(model: MultimodalKGE, hier: HierarchicalLevels,
                               triples: torch.Tensor, lambda_ha: float) -> None:
     ntat = NTATLoss(hier, lambda_ha, WEIGHTS, MARGINS, gen(7), generate_fraction=0.5)
     kgc = sampled_loss(uniform_sampler(N, 8, chunk_size=16), 1.0, gen(8))
@@ -263,7 +263,7 @@ def test_epoch_coverage_bins_by_step() -> None:
 
 
 @pytest.mark.parametrize(("fraction", "refresh"), [(0.25, 2), (0.5, 1), (1.0, 3)])
-def test_coverage_is_fraction_over_refresh(model: MultimodalKGE, hier: HierarchicalGenerator,
+def test_coverage_is_fraction_over_refresh(model: MultimodalKGE, hier: HierarchicalLevels,
                                            triples: torch.Tensor, fraction: float,
                                            refresh: int) -> None:
     import copy

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from dhns.diffusion import Denoiser, DiffusionSampler, NoiseSchedule, level_steps
+from dhns.diffusion import Denoiser, DiffusionModel, NoiseSchedule, level_steps
 from dhns.diffusion.schedule import randn_like
 
 D = 8
@@ -137,13 +137,13 @@ def test_level_steps_rounding() -> None:
     assert level_steps([0.05, 0.1, 0.2, 0.5], 50) == [3, 5, 10, 25]  # half up: 2.5 -> 3
     assert level_steps([0.05, 0.1, 0.2, 0.5], 1000) == [50, 100, 200, 500]
     assert level_steps([0.0, 1.0, 0.01], 50) == [0, 49, 1]
-    assert DiffusionSampler(D, steps=20).level_steps([0.1, 0.5]) == [2, 10]
+    assert DiffusionModel(D, steps=20).level_steps([0.1, 0.5]) == [2, 10]
     with pytest.raises(ValueError):
         level_steps([1.5], 50)
 
 
 def test_chain_timesteps_hits_every_level_and_stops_early() -> None:
-    s = DiffusionSampler(D, steps=50)
+    s = DiffusionModel(D, steps=50)
     lv = [25, 3, 10, 5]
     strided = s.chain_timesteps(lv, 10)
     assert strided[0] == 49 and strided[-1] == 3 and set(lv) <= set(strided)
@@ -166,10 +166,10 @@ def toy_data(n: int = 4096) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, t
 
 
 @pytest.fixture(scope="module")
-def trained() -> tuple[DiffusionSampler, dict[str, float], tuple]:
+def trained() -> tuple[DiffusionModel, dict[str, float], tuple]:
     data = toy_data()
     x0, c, modality, _ = data
-    s = DiffusionSampler(D, steps=50, generator=gen(0))
+    s = DiffusionModel(D, steps=50, generator=gen(0))
     s.fit_standardisation(x0, c, modality)
     _, unfit = s.loss(x0, c, modality, gen(1))
     history = s.fit(x0, c, modality, epochs=8, batch_size=256, lr=3e-3, generator=gen(2))
@@ -179,7 +179,7 @@ def trained() -> tuple[DiffusionSampler, dict[str, float], tuple]:
 
 def test_standardisation_round_trip() -> None:
     x0, c, modality, _ = toy_data(1024)
-    s = DiffusionSampler(D)
+    s = DiffusionModel(D)
     s.fit_standardisation(x0, c, modality)
     assert bool(s.stats_fitted)
     z = s.standardise_x0(x0, modality)
@@ -206,7 +206,7 @@ def test_loss_does_not_reach_inputs() -> None:
     x0, c, modality, _ = toy_data(64)
     x0.requires_grad_(True)
     c.requires_grad_(True)
-    s = DiffusionSampler(D)
+    s = DiffusionModel(D)
     loss, _ = s.loss(x0, c, modality, gen(0))
     loss.backward()
     assert x0.grad is None and c.grad is None
@@ -262,7 +262,7 @@ def test_state_dict_round_trip(trained) -> None:
     state = s.state_dict()
     for key in ("x0_mean", "x0_std", "c_mean", "c_std", "stats_fitted", "schedule.alpha_bars"):
         assert key in state
-    fresh = DiffusionSampler(**s.hparams)
+    fresh = DiffusionModel(**s.hparams)
     assert not bool(fresh.stats_fitted)
     fresh.load_state_dict(state)
     assert bool(fresh.stats_fitted)
@@ -275,13 +275,13 @@ def test_sampler_weights_come_from_the_generator_only() -> None:
     """Equal seeds give equal weights, another seed other weights, and building never draws
     from (or depends on) torch's global RNG."""
     before = torch.random.get_rng_state()
-    a = DiffusionSampler(D, steps=20, generator=gen(7)).state_dict()
+    a = DiffusionModel(D, steps=20, generator=gen(7)).state_dict()
     torch.manual_seed(123)  # a different global state must not matter
-    b = DiffusionSampler(D, steps=20, generator=gen(7)).state_dict()
-    c = DiffusionSampler(D, steps=20, generator=gen(8)).state_dict()
+    b = DiffusionModel(D, steps=20, generator=gen(7)).state_dict()
+    c = DiffusionModel(D, steps=20, generator=gen(8)).state_dict()
     torch.random.set_rng_state(before)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not torch.equal(a["denoiser.net.1.weight"], c["denoiser.net.1.weight"])
     state = torch.random.get_rng_state()
-    DiffusionSampler(D, steps=20, generator=gen(7))
+    DiffusionModel(D, steps=20, generator=gen(7))
     assert torch.equal(torch.random.get_rng_state(), state)

@@ -10,11 +10,11 @@ from conftest import synthetic_kg
 
 from dhns.config import SyntheticConfig
 from dhns.data.kg import KnowledgeGraph
-from dhns.diffusion.sampler import DiffusionSampler
+from dhns.diffusion.model import DiffusionModel
 from dhns.evaluation.filter import FilterIndex
 from dhns.kge.loss import kge_loss
 from dhns.kge.model import STRUCTURE, KGEModelConfig, MultimodalKGE
-from dhns.negatives import HierarchicalGenerator, diffusion_pairs, sampler_modalities
+from dhns.negatives import HierarchicalLevels, diffusion_pairs, diffusion_streams
 from dhns.negatives.generated_softmax import (
     GeneratedCandidates,
     generate_for_triples,
@@ -89,13 +89,13 @@ def test_mine_by_score_is_the_filtered_top_k(kg, model, known) -> None:
 
 
 @pytest.fixture(scope="module")
-def hier(kg: KnowledgeGraph, model: MultimodalKGE) -> HierarchicalGenerator:
-    streams = sampler_modalities(model, ["structure"])
+def hier(kg: KnowledgeGraph, model: MultimodalKGE) -> HierarchicalLevels:
+    streams = diffusion_streams(model, ["structure"])
     x0, c, stream = diffusion_pairs(model, kg.train, streams)
-    sampler = DiffusionSampler(model.scorer.entity_width, streams, steps=20, generator=gen(2))
+    sampler = DiffusionModel(model.scorer.entity_width, streams, steps=20, generator=gen(2))
     sampler.fit_standardisation(x0, c, stream)
     sampler.fit(x0, c, stream, 2, 128, 1e-3, gen(3))
-    return HierarchicalGenerator(sampler.eval(), [0.1, 0.5], 4)
+    return HierarchicalLevels(sampler.eval(), [0.1, 0.5], 4)
 
 
 def test_mine_by_diffusion_takes_the_nearest_real_entities(kg, model, known, hier) -> None:

@@ -1,7 +1,7 @@
 """DHNS negatives: diffusion pairs, hierarchical generation, NTAT loss, diagnostics, retrain.
 
 One small synthetic KG, one RotatE KGE (structure + a random text table with missing rows)
-trained a few seconds with uniform negatives, and one DiffusionSampler fitted on its
+trained a few seconds with uniform negatives, and one DiffusionModel fitted on its
 ``diffusion_pairs``: all module-scoped, built once.
 """
 
@@ -17,16 +17,16 @@ from conftest import synthetic_kg
 
 from dhns.config import SyntheticConfig
 from dhns.data.kg import KnowledgeGraph
-from dhns.diffusion.sampler import DiffusionSampler
+from dhns.diffusion.model import DiffusionModel
 from dhns.kge.model import STRUCTURE, KGEModelConfig, MultimodalKGE
 from dhns.negatives import (
     GeneratedNegatives,
-    HierarchicalGenerator,
+    HierarchicalLevels,
     NTATLoss,
     diffusion_pairs,
+    diffusion_streams,
     fuse_generated,
     hardness_aware_loss,
-    sampler_modalities,
 )
 from dhns.negatives.diagnostics import level_dispersion, level_scores, summarise
 from dhns.negatives.ntat import embed_with_generated
@@ -84,10 +84,10 @@ def model(trained: tuple[MultimodalKGE, dict]) -> MultimodalKGE:
 @pytest.fixture(scope="module")
 def fitted(kg: KnowledgeGraph, model: MultimodalKGE) -> dict:
     """The sampler fitted on the training pairs, with held-out loss ratios before and after."""
-    streams = sampler_modalities(model, ["structure", "text"])
+    streams = diffusion_streams(model, ["structure", "text"])
     x0, c, stream = diffusion_pairs(model, kg.train, streams)
     valid = diffusion_pairs(model, kg.valid, streams)
-    sampler = DiffusionSampler(model.scorer.entity_width, streams, steps=50,
+    sampler = DiffusionModel(model.scorer.entity_width, streams, steps=50,
                                generator=torch.Generator().manual_seed(0))
     sampler.fit_standardisation(x0, c, stream)
 
@@ -101,13 +101,13 @@ def fitted(kg: KnowledgeGraph, model: MultimodalKGE) -> dict:
 
 
 @pytest.fixture(scope="module")
-def sampler(fitted: dict) -> DiffusionSampler:
+def sampler(fitted: dict) -> DiffusionModel:
     return fitted["sampler"]
 
 
 @pytest.fixture(scope="module")
-def hier(sampler: DiffusionSampler) -> HierarchicalGenerator:
-    return HierarchicalGenerator(sampler, FRACTIONS, sampling_steps=10)
+def hier(sampler: DiffusionModel) -> HierarchicalLevels:
+    return HierarchicalLevels(sampler, FRACTIONS, sampling_steps=10)
 
 
 def text_mask(model: MultimodalKGE) -> torch.Tensor:
@@ -118,13 +118,13 @@ def text_mask(model: MultimodalKGE) -> torch.Tensor:
 
 
 def test_sampler_modalities(model: MultimodalKGE) -> None:
-    assert sampler_modalities(model, ["structure", "text", "image"]) == STREAMS
-    assert sampler_modalities(model, ["text", "structure"]) == STREAMS  # model order
-    assert sampler_modalities(model, ["text"]) == ["text:tail", "text:head"]
+    assert diffusion_streams(model, ["structure", "text", "image"]) == STREAMS
+    assert diffusion_streams(model, ["text", "structure"]) == STREAMS  # model order
+    assert diffusion_streams(model, ["text"]) == ["text:tail", "text:head"]
     with pytest.raises(ValueError, match="shares nothing"):
-        sampler_modalities(model, ["image"])
+        diffusion_streams(model, ["image"])
     with pytest.raises(ValueError, match="unknown modality 'sound'"):
-        sampler_modalities(model, ["structure", "sound"])
+        diffusion_streams(model, ["structure", "sound"])
 
 
 def test_diffusion_pairs_rows_streams_and_conditions(kg: KnowledgeGraph,
@@ -175,7 +175,7 @@ def test_denoiser_learns_on_held_out_pairs(fitted: dict) -> None:
 
 
 def test_hardness_ordering(kg: KnowledgeGraph, model: MultimodalKGE,
-                           hier: HierarchicalGenerator) -> None:
+                           hier: HierarchicalLevels) -> None:
     assert hier.levels == [3, 5, 10, 25]
     scores = level_scores(model, hier, kg.train[:300], gen(3))
     assert list(scores) == ["positive", "uniform", "t=3", "t=5", "t=10", "t=25"]
@@ -192,7 +192,7 @@ def test_hardness_ordering(kg: KnowledgeGraph, model: MultimodalKGE,
 
 
 def test_level_dispersion_measures_spread_against_real_embeddings(
-        kg: KnowledgeGraph, model: MultimodalKGE, hier: HierarchicalGenerator) -> None:
+        kg: KnowledgeGraph, model: MultimodalKGE, hier: HierarchicalLevels) -> None:
     # Fake "generated" rows: the real embeddings shrunk or stretched about their mean by a
     # known factor per level; the dispersion must read those factors back.
     batch = kg.train[:200]
@@ -212,7 +212,7 @@ def test_level_dispersion_measures_spread_against_real_embeddings(
 
 
 def test_generate_shapes_and_masks(kg: KnowledgeGraph, model: MultimodalKGE,
-                                   hier: HierarchicalGenerator) -> None:
+                                   hier: HierarchicalLevels) -> None:
     batch = kg.train[:40]
     out = hier.generate(model, batch, gen(4))
     assert isinstance(out, GeneratedNegatives) and out.batch is batch
@@ -234,7 +234,7 @@ def test_generate_shapes_and_masks(kg: KnowledgeGraph, model: MultimodalKGE,
 
 
 def test_head_and_tail_chains_are_separate(kg: KnowledgeGraph, model: MultimodalKGE,
-                                           hier: HierarchicalGenerator) -> None:
+                                           hier: HierarchicalLevels) -> None:
     has = text_mask(model)
     batch = kg.train[:8].clone()
     h, _, t = batch[0].tolist()
@@ -257,13 +257,13 @@ def test_head_and_tail_chains_are_separate(kg: KnowledgeGraph, model: Multimodal
 
 
 def test_generation_is_deterministic(kg: KnowledgeGraph, model: MultimodalKGE,
-                                     hier: HierarchicalGenerator) -> None:
+                                     hier: HierarchicalLevels) -> None:
     batch = kg.train[:32]
     a, b = hier.generate(model, batch, gen(6)), hier.generate(model, batch, gen(6))
     assert torch.equal(a.tails, b.tails) and torch.equal(a.heads, b.heads)
     c = hier.generate(model, batch, gen(7))
     assert not torch.equal(a.tails, c.tails)
-    full = HierarchicalGenerator(hier.sampler, FRACTIONS, sampling_steps=None)
+    full = HierarchicalLevels(hier.diffusion, FRACTIONS, sampling_steps=None)
     d, e = full.generate(model, batch, gen(6)), full.generate(model, batch, gen(6))
     assert torch.equal(d.tails, e.tails) and torch.equal(d.heads, e.heads)
 
@@ -302,7 +302,7 @@ def reference_l_ha(model: MultimodalKGE, neg: GeneratedNegatives, weights: list[
 
 @pytest.fixture(scope="module")
 def negatives(kg: KnowledgeGraph, model: MultimodalKGE,
-              hier: HierarchicalGenerator) -> GeneratedNegatives:
+              hier: HierarchicalLevels) -> GeneratedNegatives:
     return hier.generate(model, kg.train[:64], gen(8))
 
 
@@ -385,7 +385,7 @@ def test_hardness_aware_loss_margins_and_weights(model: MultimodalKGE,
 
 
 def test_hardness_aware_loss_gradients_reach_kge_only(model: MultimodalKGE,
-                                                      sampler: DiffusionSampler,
+                                                      sampler: DiffusionModel,
                                                       negatives: GeneratedNegatives) -> None:
     kge = copy.deepcopy(model)
     with torch.no_grad():
@@ -429,7 +429,7 @@ def test_fuse_generated_matches_ntat_replacement(model: MultimodalKGE,
 
 
 def test_ntat_loss_refresh_and_fraction(kg: KnowledgeGraph, model: MultimodalKGE,
-                                        hier: HierarchicalGenerator) -> None:
+                                        hier: HierarchicalLevels) -> None:
     ntat = NTATLoss(hier, 0.01, WEIGHTS, MARGINS, gen(10), refresh_every=3,
                     generate_fraction=0.5)
     batches = [kg.train[i * 20:(i + 1) * 20] for i in range(9)]
@@ -460,7 +460,7 @@ def test_ntat_loss_refresh_and_fraction(kg: KnowledgeGraph, model: MultimodalKGE
 
 
 def test_ntat_loss_is_deterministic(kg: KnowledgeGraph, model: MultimodalKGE,
-                                    hier: HierarchicalGenerator) -> None:
+                                    hier: HierarchicalLevels) -> None:
     def run(seed: int) -> list[float]:
         ntat = NTATLoss(hier, 0.01, WEIGHTS, MARGINS, gen(seed), refresh_every=2)
         return [float(ntat(model, kg.train[i * 32:(i + 1) * 32], i)[0].detach())
@@ -473,11 +473,11 @@ def test_ntat_loss_is_deterministic(kg: KnowledgeGraph, model: MultimodalKGE,
 
 @pytest.mark.parametrize("joint", [False, True])
 def test_ntat_state_round_trip_continues_identically(kg: KnowledgeGraph, model: MultimodalKGE,
-                                                     sampler: DiffusionSampler,
+                                                     sampler: DiffusionModel,
                                                      joint: bool) -> None:
     """A resumed retrain restores NTAT from its state_dict: the next losses are the same."""
     def fresh() -> NTATLoss:
-        return NTATLoss(HierarchicalGenerator(copy.deepcopy(sampler), FRACTIONS, 10), 0.01,
+        return NTATLoss(HierarchicalLevels(copy.deepcopy(sampler), FRACTIONS, 10), 0.01,
                         WEIGHTS, MARGINS, gen(21), refresh_every=2,
                         joint_lr=1e-3 if joint else None)
 
@@ -496,11 +496,11 @@ def test_ntat_state_round_trip_continues_identically(kg: KnowledgeGraph, model: 
 
 
 def test_joint_mode_trains_the_sampler_not_the_kge(kg: KnowledgeGraph, model: MultimodalKGE,
-                                                   sampler: DiffusionSampler) -> None:
+                                                   sampler: DiffusionModel) -> None:
     own = copy.deepcopy(sampler)
     kge = copy.deepcopy(model)
     before = [p.detach().clone() for p in own.parameters()]
-    ntat = NTATLoss(HierarchicalGenerator(own, FRACTIONS, 10), 0.01, WEIGHTS, MARGINS, gen(13),
+    ntat = NTATLoss(HierarchicalLevels(own, FRACTIONS, 10), 0.01, WEIGHTS, MARGINS, gen(13),
                     joint_lr=1e-3)
     loss, _ = ntat(kge, kg.train[:32], 0)
     assert not own.training  # back in eval mode after its step
@@ -511,11 +511,11 @@ def test_joint_mode_trains_the_sampler_not_the_kge(kg: KnowledgeGraph, model: Mu
 
 
 def test_attached_diffusion_loss_reaches_the_kge_and_steps_the_sampler_next_call(
-        kg: KnowledgeGraph, model: MultimodalKGE, sampler: DiffusionSampler) -> None:
+        kg: KnowledgeGraph, model: MultimodalKGE, sampler: DiffusionModel) -> None:
     """retrain.diffusion_weight: L_diff's gradient reaches the entity rows of the generation
     batch; the denoiser keeps its weights until the next call applies that gradient."""
     own, kge = copy.deepcopy(sampler), copy.deepcopy(model)
-    ntat = NTATLoss(HierarchicalGenerator(own, FRACTIONS, 10), 0.0, WEIGHTS, MARGINS, gen(13),
+    ntat = NTATLoss(HierarchicalLevels(own, FRACTIONS, 10), 0.0, WEIGHTS, MARGINS, gen(13),
                     joint_lr=1e-3, diffusion_weight=1.0)
     before = [p.detach().clone() for p in own.denoiser.parameters()]
     batch = kg.train[:8]
@@ -534,21 +534,21 @@ def test_attached_diffusion_loss_reaches_the_kge_and_steps_the_sampler_next_call
     assert any(not torch.equal(a, p)
                for a, p in zip(before, own.denoiser.parameters(), strict=True))
     # a resumed run re-applies the gradient that was pending when its state was written
-    again = NTATLoss(HierarchicalGenerator(copy.deepcopy(sampler), FRACTIONS, 10), 0.0,
+    again = NTATLoss(HierarchicalLevels(copy.deepcopy(sampler), FRACTIONS, 10), 0.0,
                      WEIGHTS, MARGINS, gen(13), joint_lr=1e-3, diffusion_weight=1.0)
     again.load_state_dict({**ntat.state_dict(), "pending_gradients": pending,
                            "sampler": sampler.state_dict()})
     assert all(torch.equal(g, p.grad) for g, p in
-               zip(pending, again.generator.sampler.denoiser.parameters(), strict=True))
+               zip(pending, again.hierarchy.diffusion.denoiser.parameters(), strict=True))
 
 
-def test_diffusion_weight_needs_joint_training(hier: HierarchicalGenerator) -> None:
+def test_diffusion_weight_needs_joint_training(hier: HierarchicalLevels) -> None:
     with pytest.raises(ValueError, match="joint"):
         NTATLoss(hier, 0.01, WEIGHTS, MARGINS, gen(1), diffusion_weight=0.5)
 
 
 def test_tracked_standardisation_fits_first_then_follows_by_momentum() -> None:
-    own = DiffusionSampler(4, ["structure:tail"], steps=10)
+    own = DiffusionModel(4, ["structure:tail"], steps=10)
     modality = torch.zeros(64, dtype=torch.long)
     first = torch.randn(64, 4, generator=gen(3)) * 2 + 1
     own.track_standardisation(first, first, modality, momentum=0.1)
@@ -578,11 +578,11 @@ def test_reinitialised_model_keeps_features_and_draws_fresh_weights(
 
 def test_short_retrain_with_ntat_lowers_the_loss(kg: KnowledgeGraph,
                                                  trained: tuple[MultimodalKGE, dict],
-                                                 hier: HierarchicalGenerator) -> None:
+                                                 hier: HierarchicalLevels) -> None:
     # From the epoch-3 weights: the converged model's loss only wanders around its plateau.
     kge = copy.deepcopy(trained[0])
     kge.load_state_dict(trained[1])
-    frozen = [p.detach().clone() for p in hier.sampler.parameters()]
+    frozen = [p.detach().clone() for p in hier.diffusion.parameters()]
     g = gen(14)
     base = sampled_loss(uniform_sampler(kg.num_entities, 32, chunk_size=64), 1.0, g)
     ntat = NTATLoss(hier, 0.01, WEIGHTS, MARGINS, gen(15), refresh_every=2)
@@ -602,5 +602,5 @@ def test_short_retrain_with_ntat_lowers_the_loss(kg: KnowledgeGraph,
     assert history[-1]["l_ha"] < history[0]["l_ha"]  # measured: 0.788 -> 0.636
     assert ntat.generations == math.ceil(trainer.step / 2)
     # staged mode: the sampler stays frozen
-    assert all(torch.equal(a, p) for a, p in zip(frozen, hier.sampler.parameters(), strict=True))
+    assert all(torch.equal(a, p) for a, p in zip(frozen, hier.diffusion.parameters(), strict=True))
 

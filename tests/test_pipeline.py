@@ -221,7 +221,7 @@ def test_diffusion_stage_is_bit_reproducible(project: Path) -> None:
     global RNG, and the checkpoint is written deterministically)."""
     import torch
 
-    sampler = project / "artifacts" / "diffusion" / "sampler.pt"
+    sampler = project / "artifacts" / "diffusion" / "model.pt"
     # The reruns rewrite the stage's outputs (its wall time differs, and `dvc repro` may have
     # used more threads): put them back after, so the project stays as DVC left it.
     outputs = [sampler, project / "metrics" / "diffusion.json",

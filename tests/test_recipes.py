@@ -98,6 +98,7 @@ def _main(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str
     ("data:\n  name: MKG-Y\n", "data.name: set by bench/row.sh from its arguments"),
     ("seed: 3\n", "seed: set by bench/row.sh from its arguments"),
     ("kge.dim: 250\n", "unknown key kge.dim (known under top level: "),
+    ("retrain:\n  sampler: uniform\n", "retrain.sampler was renamed retrain.negatives "),
     ("- kge\n", "expected a mapping of params sections, got list"),
     ("kge: [\n", "not valid YAML: "),
 ])

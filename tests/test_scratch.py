@@ -19,7 +19,7 @@ from stages.common import PRETRAIN_CKPT, UNIFORM_CKPT
     ({"start": "scratch"}, "needs retrain.joint true"),
     ({"start": "scratch", "joint": True, "mined": "score"}, "cannot mine"),
     ({"diffusion_weight": 0.5}, "needs retrain.joint true and DHNS"),
-    ({"diffusion_weight": 0.5, "joint": True, "sampler": "uniform"}, "needs retrain.joint"),
+    ({"diffusion_weight": 0.5, "joint": True, "negatives": "uniform"}, "needs retrain.joint"),
 ])
 def test_config_refuses_scratch_settings_that_cannot_work(retrain: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
@@ -27,7 +27,7 @@ def test_config_refuses_scratch_settings_that_cannot_work(retrain: dict, message
 
 
 def test_uniform_only_scratch_needs_no_joint_sampler() -> None:
-    params = params_from_dict({"retrain": {"start": "scratch", "sampler": "uniform"}})
+    params = params_from_dict({"retrain": {"start": "scratch", "negatives": "uniform"}})
     assert params.retrain.start == "scratch"
 
 

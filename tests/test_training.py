@@ -290,12 +290,30 @@ def test_not_a_checkpoint_raises_with_path(tmp_path: Path) -> None:
 
 def test_wrong_kind_raises_with_path(tmp_path: Path) -> None:
     path = tmp_path / "other.pt"
-    save_checkpoint(path, "sampler", torch.nn.Linear(2, 2), {"dim": 2},
+    save_checkpoint(path, "diffusion", torch.nn.Linear(2, 2), {"dim": 2},
                     vocabulary=Vocabulary.of("toy", ["a", "b"], ["r"]))
-    assert read_checkpoint(path, "sampler")["config"] == {"dim": 2}
+    assert read_checkpoint(path, "diffusion")["config"] == {"dim": 2}
     with pytest.raises(CheckpointError, match="expected kge") as info:
         load_kge(path)
     assert str(path) in str(info.value)
+
+
+def test_diffusion_checkpoint_of_the_old_kind_name_still_loads(tmp_path: Path) -> None:
+    """Diffusion checkpoints written before the rename say kind "sampler" (DVC caches and
+    earlier runs hold them); they load as diffusion models, and still not as KGEs."""
+    from dhns.diffusion.model import DiffusionModel
+    from dhns.training.checkpoint import load_diffusion
+
+    path = tmp_path / "sampler.pt"
+    diffusion = DiffusionModel(8, ["structure:tail"], steps=20,
+                               generator=torch.Generator().manual_seed(0))
+    save_checkpoint(path, "sampler", diffusion, dict(diffusion.hparams),
+                    vocabulary=Vocabulary.of("toy", ["a", "b"], ["r"]))
+    loaded, _ = load_diffusion(path)
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(),
+                                                 diffusion.state_dict().values(), strict=True))
+    with pytest.raises(CheckpointError, match="expected kge"):
+        load_kge(path)
 
 
 def test_selection_subset_is_the_validators_subset(kg: KnowledgeGraph) -> None:

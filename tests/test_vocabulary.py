@@ -22,11 +22,11 @@ from dhns.config import KGEConfig, SyntheticConfig
 from dhns.data import generate_synthetic, load_dataset
 from dhns.data.kg import KnowledgeGraph
 from dhns.data.vocabulary import Vocabulary, VocabularyError, fingerprint
-from dhns.diffusion.sampler import DiffusionSampler
+from dhns.diffusion.model import DiffusionModel
 from dhns.features import FeatureTable, load_precomputed
 from dhns.kge.build import build_kge
 from dhns.kge.model import KGEModelConfig, MultimodalKGE
-from dhns.training.checkpoint import read_checkpoint, save_kge, save_sampler
+from dhns.training.checkpoint import read_checkpoint, save_diffusion, save_kge
 from stages.common import run_stage
 
 runner = CliRunner()
@@ -52,7 +52,7 @@ def toy(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     checkpoint = root / "model.pt"
     save_kge(checkpoint, model, meta={"dataset": kg.name}, vocabulary=kg.vocabulary())
     sampler = root / "sampler.pt"
-    save_sampler(sampler, DiffusionSampler(model.scorer.entity_width,
+    save_diffusion(sampler, DiffusionModel(model.scorer.entity_width,
                                            ["structure:tail", "structure:head"], steps=20),
                  vocabulary=kg.vocabulary())
     params = root / "params.yaml"
@@ -128,14 +128,14 @@ def test_negatives_refuses_shuffled_dataset_and_foreign_sampler(toy: dict[str, P
     query = ["--params", str(toy["params"]), "--head", kg.entity_names[h], "--relation",
              kg.relation_names[r]]
     result = runner.invoke(app, ["negatives", "--checkpoint", str(toy["checkpoint"]),
-                                 "--sampler", str(toy["sampler"]), "--dataset",
+                                 "--diffusion", str(toy["sampler"]), "--dataset",
                                  str(toy["shuffled"]), *query])
     assert_user_error(result, str(toy["checkpoint"]), DIFFERS)
     foreign = tmp_path / "foreign.pt"  # a sampler trained on the shuffled graph's KGE
-    save_sampler(foreign, DiffusionSampler(16, ["structure:tail", "structure:head"], steps=20),
+    save_diffusion(foreign, DiffusionModel(16, ["structure:tail", "structure:head"], steps=20),
                  vocabulary=shuffled.vocabulary())
     result = runner.invoke(app, ["negatives", "--checkpoint", str(toy["checkpoint"]),
-                                 "--sampler", str(foreign), "--dataset", str(toy["dataset"]),
+                                 "--diffusion", str(foreign), "--dataset", str(toy["dataset"]),
                                  *query])
     assert_user_error(result, str(foreign), DIFFERS)
 
@@ -189,7 +189,7 @@ def _project(toy: dict[str, Path], root: Path, prepared: str) -> Path:
         (root / "artifacts" / name).mkdir(parents=True)
         shutil.copy(toy["checkpoint"], root / "artifacts" / name / "model.pt")
     (root / "artifacts" / "diffusion").mkdir()
-    shutil.copy(toy["sampler"], root / "artifacts" / "diffusion" / "sampler.pt")
+    shutil.copy(toy["sampler"], root / "artifacts" / "diffusion" / "model.pt")
     original, _ = load_dataset(toy["dataset"])
     n = original.num_entities
     FeatureTable(torch.ones(n, 3), torch.ones(n, dtype=bool),
@@ -215,7 +215,7 @@ def _run_stage(stage: str, capsys: pytest.CaptureFixture[str], function: str = "
     ("pretrain", "artifacts/features/text.pt"),
     ("diffusion", "artifacts/pretrain/model.pt"),
     ("uniform", "artifacts/pretrain/model.pt"),
-    ("retrain", "artifacts/diffusion/sampler.pt"),
+    ("retrain", "artifacts/diffusion/model.pt"),
     ("evaluate", "artifacts/pretrain/model.pt"),
 ])
 def test_stage_refuses_mismatching_prepared_graph(toy: dict[str, Path], tmp_path: Path,
@@ -235,11 +235,11 @@ def test_diffusion_stage_on_matching_graph_records_vocabulary(
         toy: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.chdir(_project(toy, tmp_path, "dataset"))
-    Path("artifacts/diffusion/sampler.pt").unlink()
+    Path("artifacts/diffusion/model.pt").unlink()
     code, err = _run_stage("diffusion", capsys)
     assert code == 0, err
     kg = KnowledgeGraph.load("artifacts/prepared")
-    obj = read_checkpoint("artifacts/diffusion/sampler.pt", "sampler")
+    obj = read_checkpoint("artifacts/diffusion/model.pt", "diffusion")
     assert obj["vocabulary"] == kg.vocabulary().to_dict()
 
 

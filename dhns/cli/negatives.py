@@ -30,10 +30,10 @@ def _load_graph(dataset: Path) -> KnowledgeGraph:
 @app.command("negatives")
 @report_user_errors
 def negatives_command(
-    checkpoint: Annotated[Path, typer.Option(help="The KGE checkpoint the sampler was trained "
-                                             "on (e.g. artifacts/pretrain/model.pt).")],
-    sampler: Annotated[Path, typer.Option(help="The diffusion sampler checkpoint (e.g. "
-                                          "artifacts/diffusion/sampler.pt).")],
+    checkpoint: Annotated[Path, typer.Option(help="The KGE checkpoint the diffusion model was "
+                                             "trained on (e.g. artifacts/pretrain/model.pt).")],
+    diffusion_checkpoint: Annotated[Path, typer.Option(
+        "--diffusion", help="The diffusion model checkpoint (e.g. artifacts/diffusion/model.pt).")],
     dataset: Annotated[Path, typer.Option(help="artifacts/prepared or a dataset folder "
                                           "(names and known triples).")],
     relation: Annotated[str, typer.Option(help="Relation name or key.")],
@@ -68,9 +68,9 @@ def negatives_command(
     from dhns.config import load_params
     from dhns.device import resolve_device
     from dhns.evaluation.filter import FilterIndex
-    from dhns.negatives import HierarchicalGenerator, fuse_generated
+    from dhns.negatives import HierarchicalLevels, fuse_generated
     from dhns.negatives.diagnostics import generated_ranks, nearest_real_entity
-    from dhns.training.checkpoint import load_kge, load_sampler
+    from dhns.training.checkpoint import load_diffusion, load_kge
 
     if (head is None) == (tail is None):
         raise UserError("give exactly one of --head (generate tails) or --tail (generate heads)")
@@ -81,14 +81,16 @@ def negatives_command(
     kg = _load_graph(dataset)
     vocabulary = kg.vocabulary()
     model, _ = load_kge(checkpoint, dev, vocabulary, dataset)
-    diffusion, _ = load_sampler(sampler, dev, vocabulary, dataset)
+    diffusion, _ = load_diffusion(diffusion_checkpoint, dev, vocabulary, dataset)
     width = model.scorer.entity_width
     if diffusion.dim != width:
-        raise UserError(f"{sampler}: the sampler generates {diffusion.dim}-wide embeddings but "
+        raise UserError(f"{diffusion_checkpoint}: the model generates {diffusion.dim}-wide "
+                        "embeddings but "
                         f"{checkpoint} has {width}-wide entities (not trained on this KGE)")
     unknown = sorted({s.split(":")[0] for s in diffusion.modalities} - set(model.modalities))
     if unknown:
-        raise UserError(f"{sampler}: generates modalities {unknown} that {checkpoint} lacks")
+        raise UserError(f"{diffusion_checkpoint}: generates modalities {unknown} that "
+                        f"{checkpoint} lacks")
     anchor_name = head if head is not None else tail
     assert anchor_name is not None
     from dhns.api import resolve_name
@@ -96,7 +98,7 @@ def negatives_command(
     anchor = resolve_name(anchor_name, kg.entity_names, kg.entity_keys, "entity")
     r = resolve_name(relation, kg.relation_names, kg.relation_keys, "relation")
     direction = "tail" if head is not None else "head"
-    hier = HierarchicalGenerator(diffusion, cfg.levels, cfg.sampling_steps)
+    hier = HierarchicalLevels(diffusion, cfg.levels, cfg.sampling_steps)
 
     with torch.no_grad():
         # The unknown side of the triple is a placeholder: only `direction`'s chain is used,
@@ -107,7 +109,7 @@ def negatives_command(
                                      else (out.heads, out.head_generated))
         if not bool(generated_mask.any()):
             raise UserError(f"{kg.entity_names[anchor]!r} has none of the modalities the "
-                            f"sampler generates {direction}s from ({diffusion.modalities})")
+                            f"diffusion model generates {direction}s from ({diffusion.modalities})")
         fused = fuse_generated(model, generated, generated_mask)[:, 0]  # (L, D)
         entities = model.all_entity_embeddings()  # (N, D)
         rel = model.relation[r]

@@ -103,9 +103,10 @@ _add_stage("pretrain",
            "artifacts/prepared and artifacts/features; writes artifacts/pretrain/model.pt, "
            "{metrics,reports}/pretrain.json and plots/pretrain.csv.")
 _add_stage("diffusion",
-           "Train the diffusion negative sampler on the pretrained embeddings (model). Reads "
+           "Train the diffusion model of hard negatives on the pretrained embeddings (model). "
+           "Reads "
            "artifacts/prepared and artifacts/pretrain/model.pt; writes "
-           "artifacts/diffusion/sampler.pt, {metrics,reports}/diffusion.json and "
+           "artifacts/diffusion/model.pt, {metrics,reports}/diffusion.json and "
            "plots/diffusion*.csv.")
 _add_stage("uniform",
            "Equal-budget baseline: continue the pretrained KGE with ordinary negatives only "
@@ -113,8 +114,8 @@ _add_stage("uniform",
            "and plots/uniform.csv.")
 _add_stage("retrain",
            "Continue the pretrained KGE with DHNS hierarchical negatives from the diffusion "
-           "sampler (retrain). Reads artifacts/pretrain/model.pt and "
-           "artifacts/diffusion/sampler.pt; writes artifacts/retrain/model.pt, "
+           "model (retrain). Reads artifacts/pretrain/model.pt and "
+           "artifacts/diffusion/model.pt; writes artifacts/retrain/model.pt, "
            "{metrics,reports}/retrain.json, plots/retrain.csv and dvclive/retrain.")
 _add_stage("figures",
            "Draw the run's PNG figures (training curves, score distributions, a PCA of the "

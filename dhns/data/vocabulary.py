@@ -1,6 +1,6 @@
 """A graph's vocabulary fingerprint: which entity and relation each id stands for.
 
-Everything trained or computed on a graph (KGE and sampler checkpoints, feature tables) is
+Everything trained or computed on a graph (KGE and diffusion checkpoints, feature tables) is
 indexed by entity and relation id, and ids are only positions: a TSV dataset numbers entities
 in the order they first appear, so reordering ``train.tsv`` renumbers them with the counts
 unchanged. Such artifacts therefore record the :class:`Vocabulary` they were built on, and

@@ -1,17 +1,17 @@
 """DiffHEG: conditional diffusion over entity embeddings (docs/method.md, section 3).
 
-Tensor-level and KGE-agnostic: :class:`DiffusionSampler` trains on (x0, c, modality) batches and
+Tensor-level and KGE-agnostic: :class:`DiffusionModel` trains on (x0, c, modality) batches and
 generates hardness-level states ``x_{t_k}`` from conditions.
 """
 
 from dhns.diffusion.denoiser import Denoiser, sinusoidal_embedding
-from dhns.diffusion.sampler import L1_OF_ZERO_PREDICTOR, DiffusionSampler, level_steps
+from dhns.diffusion.model import L1_OF_ZERO_PREDICTOR, DiffusionModel, level_steps
 from dhns.diffusion.schedule import NoiseSchedule, make_betas
 
 __all__ = [
     "L1_OF_ZERO_PREDICTOR",
     "Denoiser",
-    "DiffusionSampler",
+    "DiffusionModel",
     "NoiseSchedule",
     "level_steps",
     "make_betas",

@@ -1,16 +1,16 @@
 """DHNS negatives: diffusion training pairs from a KGE, hierarchical generation, NTAT loss."""
 
-from dhns.negatives.hierarchical import GeneratedNegatives, HierarchicalGenerator
+from dhns.negatives.hierarchical import GeneratedNegatives, HierarchicalLevels
 from dhns.negatives.ntat import NTATLoss, fuse_generated, hardness_aware_loss
-from dhns.negatives.pairs import DIRECTIONS, diffusion_pairs, sampler_modalities
+from dhns.negatives.pairs import DIRECTIONS, diffusion_pairs, diffusion_streams
 
 __all__ = [
     "DIRECTIONS",
     "GeneratedNegatives",
-    "HierarchicalGenerator",
+    "HierarchicalLevels",
     "NTATLoss",
     "diffusion_pairs",
     "fuse_generated",
     "hardness_aware_loss",
-    "sampler_modalities",
+    "diffusion_streams",
 ]

@@ -1,9 +1,9 @@
-"""Does the sampler work? Scores of generated negatives per hardness level.
+"""Does the diffusion model work? Scores of generated negatives per hardness level.
 
 For a sample of triples, compares the mean score of positives, uniform negatives and the
 generated negatives of each level (tail-replaced ``(h, r, t^)`` and head-replaced
-``(h^, r, t)``). A useful sampler gives positives > level 1 > ... > level L > uniform.
-The dispersion of the generated embeddings (1 = as spread as the real ones) tells a sampler
+``(h^, r, t)``). A useful diffusion model gives positives > level 1 > ... > level L > uniform.
+The dispersion of the generated embeddings (1 = as spread as the real ones) tells a diffusion model
 that shrinks towards its condition (< 1: harder negatives than its model of the data) from one
 whose reverse chain amplifies its own errors (> 1).
 
@@ -26,13 +26,13 @@ from torch import Tensor
 from dhns.evaluation.filter import FilterIndex
 from dhns.kge.model import MultimodalKGE
 from dhns.kge.scoring import Direction
-from dhns.negatives.hierarchical import GeneratedNegatives, HierarchicalGenerator
+from dhns.negatives.hierarchical import GeneratedNegatives, HierarchicalLevels
 from dhns.negatives.ntat import NTATLoss, embed_with_generated, hardness_aware_parts
 from dhns.training.trainer import LossFn
 
 
 @torch.no_grad()
-def level_scores(model: MultimodalKGE, generator: HierarchicalGenerator, triples: Tensor,
+def level_scores(model: MultimodalKGE, hier: HierarchicalLevels, triples: Tensor,
                  rng: torch.Generator, negatives: GeneratedNegatives | None = None
                  ) -> dict[str, Tensor]:
     """Per-sample scores ``{"positive": (n,), "uniform": (2n,), "t=<k>": (2n,), ...}``.
@@ -40,7 +40,7 @@ def level_scores(model: MultimodalKGE, generator: HierarchicalGenerator, triples
     ``negatives``: already generated for ``triples`` (else generated here from ``rng``).
     """
     n = len(triples)
-    gen = negatives if negatives is not None else generator.generate(model, triples, rng)
+    gen = negatives if negatives is not None else hier.generate(model, triples, rng)
     e_h, r, e_t, h_hat, t_hat = embed_with_generated(model, gen)
     score = model.scorer.score
     random_ids = torch.randint(model.config.num_entities, (2, n), generator=rng)
@@ -49,13 +49,13 @@ def level_scores(model: MultimodalKGE, generator: HierarchicalGenerator, triples
         "positive": score(e_h, r, e_t),
         "uniform": torch.cat([score(e_h, r, random_emb[0]), score(random_emb[1], r, e_t)]),
     }
-    for k, t in enumerate(generator.levels):
+    for k, t in enumerate(hier.levels):
         out[f"t={t}"] = torch.cat([score(e_h, r, t_hat[k]), score(h_hat[k], r, e_t)])
     return {name: value.float().cpu() for name, value in out.items()}
 
 
 @torch.no_grad()
-def level_dispersion(model: MultimodalKGE, generator: HierarchicalGenerator,
+def level_dispersion(model: MultimodalKGE, hier: HierarchicalLevels,
                      negatives: GeneratedNegatives) -> dict[str, float]:
     """Spread of generated modality embeddings relative to the real ones, per level.
 
@@ -66,7 +66,7 @@ def level_dispersion(model: MultimodalKGE, generator: HierarchicalGenerator,
     batch = negatives.batch
     real, _ = model.modality_embeddings(torch.cat([batch[:, 2], batch[:, 0]]))
     b = len(batch)
-    ratios = torch.zeros(len(generator.levels))
+    ratios = torch.zeros(len(hier.levels))
     streams = 0
     for states, mask, rows in ((negatives.tails, negatives.tail_generated, slice(0, b)),
                                (negatives.heads, negatives.head_generated, slice(b, 2 * b))):
@@ -79,7 +79,7 @@ def level_dispersion(model: MultimodalKGE, generator: HierarchicalGenerator,
             ratios += (gen_var / real_var).mean(-1).sqrt().cpu()
             streams += 1
     ratios /= max(streams, 1)
-    return {f"t={t}": round(float(r), 4) for t, r in zip(generator.levels, ratios, strict=True)}
+    return {f"t={t}": round(float(r), 4) for t, r in zip(hier.levels, ratios, strict=True)}
 
 
 def summarise(scores: dict[str, Tensor]) -> dict:
@@ -271,7 +271,7 @@ def ntat_loss_parts(model: MultimodalKGE, batch: Tensor, kgc: LossFn, ntat: NTAT
     ``{"kgc": L_KGC, "ha_positive": lambda * L_HA^pos, "ha_negative": lambda * L_HA^neg}``.
     """
     count = max(1, math.ceil(ntat.generate_fraction * len(batch)))
-    negatives = ntat.generator.generate(model, batch[:count], rng)
+    negatives = ntat.hierarchy.generate(model, batch[:count], rng)
     parts = hardness_aware_parts(model, negatives, ntat.level_weights, ntat.level_margins,
                                  ntat.adversarial_temperature)
     kgc_loss, _ = kgc(model, batch, 0)

@@ -2,7 +2,7 @@
 
 NTAT scores the generated negatives in a separate term, L_HA, with its own positives and
 fixed level margins. Here they are candidates of the ordinary loss instead: for each training
-triple and side, the fused embedding the sampler generates at every hardness level sits
+triple and side, the fused embedding the diffusion model generates at every hardness level sits
 beside the uniform negatives of the self-adversarial loss (Sun et al. 2019), with logits
 ``alpha * score + log w_k`` (``w_k``: the level's prior weight, ``retrain.level_weights``).
 A generated negative then carries weight exactly when the model scores it high, like any
@@ -18,13 +18,13 @@ from torch import Tensor
 from dhns.kge.loss import score_with_negatives, self_adversarial
 from dhns.kge.model import MultimodalKGE
 from dhns.kge.negatives import NegativeBatch
-from dhns.negatives.hierarchical import HierarchicalGenerator
+from dhns.negatives.hierarchical import HierarchicalLevels
 from dhns.negatives.mined import TripleRows
 from dhns.negatives.ntat import embed_with_generated
 
 
 @torch.no_grad()
-def generate_for_triples(model: MultimodalKGE, hier: HierarchicalGenerator, triples: Tensor,
+def generate_for_triples(model: MultimodalKGE, hier: HierarchicalLevels, triples: Tensor,
                          generator: torch.Generator, batch_size: int = 512) -> Tensor:
     """``(n, 2, L, D)`` fused generated embeddings of every triple: side 0 the generated tails
     ``t^_k`` of ``(h, r, ?)``, side 1 the generated heads ``h^_k`` of ``(?, r, t)``, hardest

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from dhns.diffusion.sampler import DiffusionSampler
+from dhns.diffusion.model import DiffusionModel
 from dhns.kge.model import MultimodalKGE
 
 
@@ -34,15 +34,16 @@ class GeneratedNegatives:
     head_generated: Tensor
 
 
-class HierarchicalGenerator:
-    """Runs the frozen (or jointly trained) sampler to produce :class:`GeneratedNegatives`."""
+class HierarchicalLevels:
+    """Runs the frozen (or jointly trained) diffusion model to produce
+    :class:`GeneratedNegatives`."""
 
-    def __init__(self, sampler: DiffusionSampler, level_fractions: list[float],
+    def __init__(self, diffusion: DiffusionModel, level_fractions: list[float],
                  sampling_steps: int | None) -> None:
-        self.sampler = sampler
-        self.levels = sampler.level_steps(level_fractions)
+        self.diffusion = diffusion
+        self.levels = diffusion.level_steps(level_fractions)
         self.sampling_steps = sampling_steps
-        self.streams = [s.split(":") for s in sampler.modalities]
+        self.streams = [s.split(":") for s in diffusion.modalities]
 
     @property
     def num_levels(self) -> int:
@@ -68,7 +69,7 @@ class HierarchicalGenerator:
             stream_ids.append(torch.full((len(keep),), s, dtype=torch.long,
                                          device=batch.device))
             rows.append((m, direction, keep))
-        states = self.sampler.generate_levels(torch.cat(conds), torch.cat(stream_ids),
+        states = self.diffusion.generate_levels(torch.cat(conds), torch.cat(stream_ids),
                                               self.levels, self.sampling_steps, generator)
         levels, width = states.shape[0], states.shape[-1]
         out = {d: emb.new_zeros(levels, num_mod, b, width) for d in ("tail", "head")}

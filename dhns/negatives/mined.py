@@ -7,7 +7,7 @@ the ordinary self-adversarial loss (Sun et al. 2019), so the competitors that ou
 answer are the ones pushed down. Two miners, the second being the control of the first:
 
 - ``diffusion``: the real entities nearest (Euclidean, fused embedding space) to the negatives
-  the diffusion sampler generates at each hardness level for the query;
+  the diffusion model generates at each hardness level for the query;
 - ``score``: the real entities the model itself scores highest for the query, no diffusion.
 
 Both leave out every known answer of the query in the training graph (mined candidates that
@@ -28,7 +28,7 @@ from dhns.kge.candidates import CandidateStore
 from dhns.kge.loss import score_with_negatives, self_adversarial
 from dhns.kge.model import MultimodalKGE
 from dhns.kge.negatives import NegativeBatch
-from dhns.negatives.hierarchical import HierarchicalGenerator
+from dhns.negatives.hierarchical import HierarchicalLevels
 from dhns.negatives.ntat import embed_with_generated
 from dhns.training.trainer import LossFn
 
@@ -148,10 +148,10 @@ def _pool_scores(predictor, anchors: Tensor, relations: Tensor, side: str, ids: 
 
 
 @torch.no_grad()
-def mine_by_diffusion(model: MultimodalKGE, hier: HierarchicalGenerator, triples: Tensor,
+def mine_by_diffusion(model: MultimodalKGE, hier: HierarchicalLevels, triples: Tensor,
                       known: FilterIndex, k: int, generator: torch.Generator,
                       batch_size: int = 512) -> Tensor:
-    """``(n, 2, k)``: for each triple and side, the real entities nearest to the sampler's
+    """``(n, 2, k)``: for each triple and side, the real entities nearest to the diffusion model's
     generated negatives, ``ceil(k / L)`` per hardness level, hardest level first (duplicates
     across levels are kept once, so a row may end with padding ``-1``)."""
     entities = model.all_entity_embeddings()  # (N, D)

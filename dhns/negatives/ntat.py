@@ -19,9 +19,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from dhns.config import Params
-from dhns.diffusion.sampler import DiffusionSampler
+from dhns.diffusion.model import DiffusionModel
 from dhns.kge.model import MultimodalKGE
-from dhns.negatives.hierarchical import GeneratedNegatives, HierarchicalGenerator
+from dhns.negatives.hierarchical import GeneratedNegatives, HierarchicalLevels
 from dhns.negatives.pairs import diffusion_pairs
 from dhns.optim import adam
 
@@ -145,18 +145,18 @@ class NTATLoss:
 
     Negatives are generated for the first ``generate_fraction`` of a batch and reused for
     ``refresh_every`` steps (scored against the current embeddings each step), trading the
-    sampler's cost against freshness. With ``joint_lr`` set, the sampler also takes one
+    diffusion's cost against freshness. With ``joint_lr`` set, the diffusion model also takes one
     denoising step per generation on the current (detached) embeddings.
 
-    For a sampler trained from the KGE's first epoch (``retrain.start: scratch``):
-    ``standardisation_momentum`` makes each joint step move the sampler's standardisation
+    For a diffusion model trained from the KGE's first epoch (``retrain.start: scratch``):
+    ``standardisation_momentum`` makes each joint step move the diffusion model's standardisation
     towards the batch's statistics, since the embeddings' scale keeps changing.
     ``diffusion_weight`` > 0 adds ``diffusion_weight * L_diff`` to the returned loss with its
     inputs attached, so L_diff's gradient reaches the KGE (the reference code); the denoiser's
     own gradient from that backward is applied at the next call, before anything else.
     """
 
-    def __init__(self, generator: HierarchicalGenerator, lambda_ha: float,
+    def __init__(self, hierarchy: HierarchicalLevels, lambda_ha: float,
                  level_weights: list[float], level_margins: list[float] | None,
                  rng: torch.Generator, refresh_every: int = 1, generate_fraction: float = 1.0,
                  joint_lr: float | None = None,
@@ -166,7 +166,7 @@ class NTATLoss:
                  diffusion_weight: float = 0.0) -> None:
         if diffusion_weight > 0 and not joint_lr:
             raise ValueError("diffusion_weight needs joint training (joint_lr)")
-        self.generator = generator
+        self.hierarchy = hierarchy
         self.standardisation_momentum = standardisation_momentum
         self.diffusion_weight = diffusion_weight
         self.positive_term = positive_term
@@ -178,8 +178,8 @@ class NTATLoss:
         self.refresh_every = max(1, refresh_every)
         self.generate_fraction = generate_fraction
         self.cached: GeneratedNegatives | None = None
-        sampler: DiffusionSampler = generator.sampler
-        self.joint_optimizer = (adam(sampler.denoiser.parameters(), lr=joint_lr)
+        diffusion: DiffusionModel = hierarchy.diffusion
+        self.joint_optimizer = (adam(diffusion.denoiser.parameters(), lr=joint_lr)
                                 if joint_lr else None)
         self.seconds = {"generate": 0.0, "score": 0.0, "joint": 0.0}
         self.generations = 0
@@ -189,7 +189,7 @@ class NTATLoss:
 
     def __call__(self, model: MultimodalKGE, batch: Tensor, step: int
                  ) -> tuple[Tensor, dict[str, float]]:
-        diffusion = None
+        diffusion_loss = None
         if self.joint_optimizer is not None:
             self._apply_pending_gradients()
         if self.cached is None or step % self.refresh_every == 0:
@@ -197,10 +197,10 @@ class NTATLoss:
             sub = batch[:count]
             start = time.perf_counter()
             if self.joint_optimizer is not None:
-                diffusion = self._joint_step(model, sub)
+                diffusion_loss = self._joint_step(model, sub)
             self.seconds["joint"] += time.perf_counter() - start
             start = time.perf_counter()
-            self.cached = self.generator.generate(model, sub, self.rng)
+            self.cached = self.hierarchy.generate(model, sub, self.rng)
             self.seconds["generate"] += time.perf_counter() - start
             self.generations += 1
             self.generated.append((step, count))
@@ -210,14 +210,15 @@ class NTATLoss:
                                           self.positive_term)
         self.seconds["score"] += time.perf_counter() - start
         total = self.lambda_ha * loss
-        if diffusion is not None:
-            stats = {**stats, "diffusion": float(diffusion.detach())}
-            total = total + self.diffusion_weight * diffusion
+        if diffusion_loss is not None:
+            stats = {**stats, "diffusion": float(diffusion_loss.detach())}
+            total = total + self.diffusion_weight * diffusion_loss
         return total, stats
 
     def state_dict(self) -> dict[str, Any]:
         """What a resumed run needs to continue as this one would: the generator's state, the
-        cached negatives, the generation log and, when joint, the sampler and its optimiser."""
+        cached negatives, the generation log and, when joint, the diffusion model and its
+        optimiser."""
         state: dict[str, Any] = {
             "rng": self.rng.get_state(),
             "generated": torch.tensor(self.generated, dtype=torch.long).reshape(-1, 2),
@@ -225,9 +226,9 @@ class NTATLoss:
         if self.cached is not None:
             state["cached"] = dataclasses.asdict(self.cached)
         if self.joint_optimizer is not None:
-            state["sampler"] = self.generator.sampler.state_dict()
+            state["diffusion"] = self.hierarchy.diffusion.state_dict()
             state["joint_optimizer"] = self.joint_optimizer.state_dict()
-            pending = [p.grad for p in self.generator.sampler.denoiser.parameters()]
+            pending = [p.grad for p in self.hierarchy.diffusion.denoiser.parameters()]
             if any(g is not None for g in pending):
                 state["pending_gradients"] = pending
         return state
@@ -236,27 +237,27 @@ class NTATLoss:
         self.rng.set_state(state["rng"])
         self.generated = [tuple(row) for row in state["generated"].tolist()]
         self.generations = int(state["generations"])
-        device = next(self.generator.sampler.parameters()).device
+        device = next(self.hierarchy.diffusion.parameters()).device
         self.cached = (GeneratedNegatives(**{k: v.to(device) for k, v in state["cached"].items()})
                        if "cached" in state else None)
         if self.joint_optimizer is not None:
-            self.generator.sampler.load_state_dict(state["sampler"])
+            self.hierarchy.diffusion.load_state_dict(state["diffusion"])
             self.joint_optimizer.load_state_dict(state["joint_optimizer"])
-            for param, grad in zip(self.generator.sampler.denoiser.parameters(),
+            for param, grad in zip(self.hierarchy.diffusion.denoiser.parameters(),
                                    state.get("pending_gradients", ()), strict=False):
                 param.grad = None if grad is None else grad.to(param.device)
 
     def _joint_step(self, model: MultimodalKGE, batch: Tensor) -> Tensor | None:
-        """One denoising step of the sampler on ``batch``'s current embeddings; with
+        """One denoising step of the diffusion model on ``batch``'s current embeddings; with
         ``diffusion_weight``, returns L_diff still attached to the KGE instead of stepping."""
-        sampler = self.generator.sampler
+        diffusion = self.hierarchy.diffusion
         attached = self.diffusion_weight > 0
-        x0, c, stream = diffusion_pairs(model, batch, sampler.modalities, detach=not attached)
+        x0, c, stream = diffusion_pairs(model, batch, diffusion.modalities, detach=not attached)
         if self.standardisation_momentum is not None:
-            sampler.track_standardisation(x0, c, stream, self.standardisation_momentum)
-        sampler.train()
-        loss, _ = sampler.loss(x0, c, stream, self.rng, detach=not attached)
-        sampler.eval()
+            diffusion.track_standardisation(x0, c, stream, self.standardisation_momentum)
+        diffusion.train()
+        loss, _ = diffusion.loss(x0, c, stream, self.rng, detach=not attached)
+        diffusion.eval()
         if attached:
             return loss
         self.joint_optimizer.zero_grad(set_to_none=True)
@@ -265,26 +266,26 @@ class NTATLoss:
         return None
 
     def _apply_pending_gradients(self) -> None:
-        """Step the sampler on the gradient the trainer's backward left in the denoiser (an
+        """Step the diffusion model on the gradient the trainer's backward left in the denoiser (an
         attached L_diff of the previous generation), then clear it."""
-        params = list(self.generator.sampler.denoiser.parameters())
+        params = list(self.hierarchy.diffusion.denoiser.parameters())
         if any(p.grad is not None for p in params):
             self.joint_optimizer.step()
             self.joint_optimizer.zero_grad(set_to_none=True)
 
 
-#: Per joint step, how far the sampler's standardisation moves towards the batch's statistics
-#: when it trains from the KGE's first epoch (about the last 50 generations' average).
+#: Per joint step, how far the diffusion model's standardisation moves towards the batch's
+#: statistics when it trains from the KGE's first epoch (about the last 50 generations' average).
 SCRATCH_STANDARDISATION_MOMENTUM = 0.02
 
 
-def ntat_from_params(params: Params, sampler: DiffusionSampler, rng: torch.Generator
+def ntat_from_params(params: Params, diffusion: DiffusionModel, rng: torch.Generator
                      ) -> NTATLoss:
     """NTAT's loss term as the ``retrain`` and ``model`` params ask for (``faithful``: full
     ancestral chain, fresh negatives for the whole batch at every step)."""
     cfg = params.retrain
     faithful = cfg.faithful
-    hier = HierarchicalGenerator(sampler, params.model.levels,
+    hier = HierarchicalLevels(diffusion, params.model.levels,
                                  None if faithful else params.model.sampling_steps)
     return NTATLoss(
         hier, cfg.lambda_ha, cfg.level_weights, cfg.level_margins if cfg.margins else None,

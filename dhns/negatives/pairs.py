@@ -1,9 +1,9 @@
 """Diffusion training pairs ``(x0, c)`` built from a KGE (docs/method.md, section 3).
 
-The sampler sees one "stream" per (modality, direction): ``"text:tail"`` generates tails from
-text embeddings conditioned on ``C(e_text(h), r)``; ``"text:head"`` generates heads conditioned
-on ``C'(e_text(t), r)``. Streams get their own standardisation and modality embedding, so head
-and tail chains are separate chains (the reference code mixes them).
+The diffusion model sees one "stream" per (modality, direction): ``"text:tail"`` generates
+tails from text embeddings conditioned on ``C(e_text(h), r)``; ``"text:head"`` generates heads
+conditioned on ``C'(e_text(t), r)``. Streams get their own standardisation and modality
+embedding, so head and tail chains are separate chains (the reference code mixes them).
 """
 
 from __future__ import annotations
@@ -14,14 +14,14 @@ import torch
 from torch import Tensor
 
 from dhns.config import DiffusionConfig
-from dhns.diffusion.sampler import DiffusionSampler
+from dhns.diffusion.model import DiffusionModel
 from dhns.errors import UserError
 from dhns.kge.model import MultimodalKGE
 
 DIRECTIONS = ("tail", "head")
 
 
-def sampler_modalities(model: MultimodalKGE, wanted: list[str]) -> list[str]:
+def diffusion_streams(model: MultimodalKGE, wanted: list[str]) -> list[str]:
     """Stream names ``"<modality>:<direction>"`` for the modalities the model has and the
     params ask for (``model.modalities``), in a fixed order."""
     unknown = [m for m in wanted if m not in ("structure", "text", "image")]
@@ -58,11 +58,11 @@ def diffusion_pairs(model: MultimodalKGE, triples: Tensor, streams: list[str],
         return torch.cat(xs), torch.cat(cs), torch.cat(idx)
 
 
-def new_diffusion_sampler(model: MultimodalKGE, cfg: DiffusionConfig,
-                          generator: torch.Generator) -> DiffusionSampler:
-    """An untrained sampler over ``model``'s embeddings (width ``entity_width``) for the streams
-    ``cfg.modalities`` asks for, on the model's device; weights drawn from ``generator``."""
-    streams = sampler_modalities(model, cfg.modalities)
-    return DiffusionSampler(model.scorer.entity_width, streams, cfg.steps, cfg.schedule,
+def new_diffusion_model(model: MultimodalKGE, cfg: DiffusionConfig,
+                          generator: torch.Generator) -> DiffusionModel:
+    """An untrained diffusion model over ``model``'s embeddings (width ``entity_width``) for the
+    streams ``cfg.modalities`` asks for, on the model's device; weights drawn from ``generator``."""
+    streams = diffusion_streams(model, cfg.modalities)
+    return DiffusionModel(model.scorer.entity_width, streams, cfg.steps, cfg.schedule,
                             cfg.beta_start, cfg.beta_end, cfg.hidden_mult, generator
                             ).to(model.entity.device)

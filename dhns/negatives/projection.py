@@ -2,7 +2,7 @@
 
 For each query ``(h, r, ?)`` the points are the fused embeddings of the real entities nearest
 to its answer ``t``, and several generated tails ``t^_k`` per hardness level (independent
-reverse chains of one sampler). PCA is fitted per query on those points, so each panel of
+reverse chains of one diffusion model). PCA is fitted per query on those points, so each panel of
 ``figures/projection.png`` shows one neighbourhood at its own scale.
 """
 
@@ -13,7 +13,7 @@ from torch import Tensor
 
 from dhns.evaluation.filter import FilterIndex
 from dhns.kge.model import MultimodalKGE
-from dhns.negatives.hierarchical import HierarchicalGenerator
+from dhns.negatives.hierarchical import HierarchicalLevels
 from dhns.negatives.ntat import embed_with_generated
 
 #: Columns of the projection CSV.
@@ -29,7 +29,7 @@ def pca_2d(points: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def projection_rows(model: MultimodalKGE, generator: HierarchicalGenerator, queries: Tensor,
+def projection_rows(model: MultimodalKGE, hier: HierarchicalLevels, queries: Tensor,
                     filter_index: FilterIndex, rng: torch.Generator, neighbours: int = 150,
                     draws: int = 8) -> list[dict]:
     """Rows of :data:`COLUMNS` for ``queries`` ``(Q, 3)`` training triples.
@@ -40,7 +40,7 @@ def projection_rows(model: MultimodalKGE, generator: HierarchicalGenerator, quer
     chains per level). ``entity`` is the entity id, -1 for generated points.
     """
     batch = queries.repeat_interleave(draws, dim=0)
-    negatives = generator.generate(model, batch, rng)
+    negatives = hier.generate(model, batch, rng)
     *_, t_hat = embed_with_generated(model, negatives)  # (L, Q * draws, D)
     table = model.all_entity_embeddings()
     levels = t_hat.shape[0]

@@ -3,10 +3,12 @@
 A KGE checkpoint may also hold ``"negative_sampler"``: the name, options and state of the
 stateful negative sampler it was trained with (an NSCaching cache, a SANS walk table, ...).
 
-``kind`` is ``"kge"`` (a :class:`MultimodalKGE`) or ``"sampler"`` (a diffusion sampler);
+``kind`` is ``"kge"`` (a :class:`MultimodalKGE`) or ``"diffusion"`` (a
+:class:`~dhns.diffusion.model.DiffusionModel`; files written before 2026-12-03 say
+``"sampler"``, still read);
 ``config`` is what rebuilds the module; ``vocabulary`` is the
 :class:`~dhns.data.vocabulary.Vocabulary` of the graph whose entity and relation ids the
-weights are indexed by (a sampler's is that of the KGE it learned from); ``meta`` is
+weights are indexed by (a diffusion model's is that of the KGE it learned from); ``meta`` is
 free-form provenance (dataset, params, training history). Writes are atomic.
 """
 
@@ -26,6 +28,8 @@ from dhns.kge.model import KGEModelConfig, MultimodalKGE
 from dhns.samplers.base import NegativeSampler
 
 FORMAT = "dhns-checkpoint/1"
+#: Kinds renamed since: a file of the old name is read as the new kind.
+LEGACY_KINDS = {"sampler": "diffusion"}
 RETRAIN = "retrain it on this dataset or use the dataset it was trained on"
 
 
@@ -61,7 +65,7 @@ def read_checkpoint(path: str | Path, kind: str, vocabulary: Vocabulary | None =
                               ) from None
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a dhns checkpoint (expected format {FORMAT})")
-    if obj["kind"] != kind:
+    if LEGACY_KINDS.get(obj["kind"], obj["kind"]) != kind:
         raise CheckpointError(f"{path}: holds a {obj['kind']} checkpoint, expected {kind}")
     if vocabulary is not None:
         check_vocabulary(path, checkpoint_vocabulary(obj), vocabulary, graph_source, RETRAIN)
@@ -118,22 +122,22 @@ def load_kge(path: str | Path, device: torch.device | str = "cpu",
     return model.to(device).eval(), obj["meta"]
 
 
-def save_sampler(path: str | Path, sampler: nn.Module, meta: dict | None = None, *,
-                 vocabulary: Vocabulary) -> None:
-    """Write a diffusion sampler with the vocabulary of the KGE it was trained on."""
-    save_checkpoint(path, "sampler", sampler, dict(sampler.hparams), meta,
+def save_diffusion(path: str | Path, diffusion: nn.Module, meta: dict | None = None, *,
+                   vocabulary: Vocabulary) -> None:
+    """Write a diffusion model with the vocabulary of the KGE it was trained on."""
+    save_checkpoint(path, "diffusion", diffusion, dict(diffusion.hparams), meta,
                     vocabulary=vocabulary)
 
 
-def load_sampler(path: str | Path, device: torch.device | str = "cpu",
-                 vocabulary: Vocabulary | None = None, graph_source: str | Path = "the dataset"):
-    """Rebuild a :class:`DiffusionSampler`; returns ``(sampler in eval mode, meta)``.
+def load_diffusion(path: str | Path, device: torch.device | str = "cpu",
+                   vocabulary: Vocabulary | None = None, graph_source: str | Path = "the dataset"):
+    """Rebuild a :class:`DiffusionModel`; returns ``(model in eval mode, meta)``.
 
     ``vocabulary`` and ``graph_source`` as for :func:`load_kge`.
     """
-    from dhns.diffusion.sampler import DiffusionSampler
+    from dhns.diffusion.model import DiffusionModel
 
-    obj = read_checkpoint(path, "sampler", vocabulary, graph_source)
-    sampler = DiffusionSampler(**obj["config"])
-    sampler.load_state_dict(obj["state_dict"])
-    return sampler.to(device).eval(), obj["meta"]
+    obj = read_checkpoint(path, "diffusion", vocabulary, graph_source)
+    diffusion = DiffusionModel(**obj["config"])
+    diffusion.load_state_dict(obj["state_dict"])
+    return diffusion.to(device).eval(), obj["meta"]

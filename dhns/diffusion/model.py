@@ -1,11 +1,12 @@
-"""DiffHEG sampler: standardisation + noise schedule + denoiser, training and level generation.
+"""DiffHEG diffusion model: standardisation + noise schedule + denoiser, training and level
+generation.
 
 Tensor-level only (no KGE import). The caller builds, per training triple, modality and
 direction, a target ``x0`` (B, D), a condition ``c`` (B, D) and a modality index (B,), and
 concatenates everything into one batch; this module trains on and generates from those.
 
 Scales: ``x0`` and ``c`` are standardised per modality and per dimension (statistics fitted once
-on the pretrained embeddings, :meth:`DiffusionSampler.fit_standardisation`) before diffusion, and
+on the pretrained embeddings, :meth:`DiffusionModel.fit_standardisation`) before diffusion, and
 generated states are mapped back to the embedding scale (docs/method.md, section 3: the
 reference diffuses raw embeddings of scale ~0.01 and its denoiser collapses to predicting zero).
 """
@@ -47,7 +48,7 @@ def level_steps(fractions: Sequence[float], num_steps: int) -> list[int]:
     return out
 
 
-class DiffusionSampler(nn.Module):
+class DiffusionModel(nn.Module):
     """Conditional DDPM over entity embeddings, shared by all modalities.
 
     Args:
@@ -102,7 +103,7 @@ class DiffusionSampler(nn.Module):
 
     @classmethod
     def from_config(cls, cfg: DiffusionConfig, dim: int,
-                    generator: torch.Generator | None = None) -> DiffusionSampler:
+                    generator: torch.Generator | None = None) -> DiffusionModel:
         """Build from the ``model:`` section of params (``sampling_steps``/``levels`` are
         per-call arguments of :meth:`generate_levels`; see :meth:`level_steps`)."""
         return cls(
@@ -142,8 +143,8 @@ class DiffusionSampler(nn.Module):
         """Move the standardisation towards this batch's statistics: ``stat <- (1 - momentum)
         stat + momentum batch_stat`` (the first call fits them outright).
 
-        For a sampler trained jointly with a KGE from its first epoch, whose embeddings, and so
-        their scale, keep moving. Shapes as :meth:`fit_standardisation`.
+        For a diffusion model trained jointly with a KGE from its first epoch, whose embeddings,
+        and so their scale, keep moving. Shapes as :meth:`fit_standardisation`.
         """
         blend = 1.0 if not bool(self.stats_fitted) else momentum
         for m in range(len(self.modalities)):
