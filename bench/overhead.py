@@ -165,7 +165,12 @@ def main(argv: list[str] | None = None) -> int:
         if not path.exists():
             raise SystemExit(f"{path}: not found (run the pipeline up to the diffusion stage, "
                              "or point --params/--checkpoint/--diffusion/--prepared at one)")
-    params = load_params(args.params)
+    from dhns.errors import UserError
+
+    try:
+        params = load_params(args.params)
+    except UserError as exc:  # a bad params file is the user's: one line, no traceback
+        raise SystemExit(str(exc)) from None
     device = resolve_device(params.device)
     kg = KnowledgeGraph.load(args.prepared)
     vocabulary = kg.vocabulary()
