@@ -258,7 +258,7 @@ def test_retrain_with_mined_negatives(project: Path, sampler: str, mined: str, l
                                         project / "artifacts" / "retrain" / "model.pt")}
     try:
         params = yaml.safe_load(original)
-        params["retrain"].update(sampler=sampler, mined=mined, mined_negatives=3, mine_every=1)
+        params["retrain"].update(negatives=sampler, mined=mined, mined_negatives=3, mine_every=1)
         params["retrain"]["loss"] = loss  # the continuation's regime; pretrain was ns
         params["kge"]["shared_pool"] = 16
         params_file.write_text(yaml.safe_dump(params))
