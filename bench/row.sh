@@ -5,6 +5,7 @@
 #   bench/row.sh MKG-Y 0
 #   bench/row.sh MKG-Y 0 -S retrain.lambda_ha=0.1     # an ablation on top of the recipe
 #   RECIPE=my-recipe.yaml bench/row.sh MKG-Y 0        # another recipe file
+#   bench/row.sh MKG-W 0 diffusion                     # up to a stage (a base for bench.arm)
 #
 # The recipe is recipes/DATASET.yaml, else recipes/default.yaml ($RECIPE: any file): a
 # params.yaml fragment, checked against the params schema before anything runs. Installs the
@@ -15,7 +16,7 @@
 # One torch thread per run: two runs side by side on 2 cores beat one run with 2 threads.
 set -euo pipefail
 if [ $# -lt 2 ]; then
-  sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
   exit 2
 fi
 ds=$1 seed=$2
@@ -43,9 +44,21 @@ if [ ! -d "data/$ds" ]; then
     dhns data download "$ds"
   fi
 fi
+# A stage named after the overrides (bench/row.sh MKG-W 0 diffusion: a base for bench.arm)
+# runs the pipeline up to it; metrics/evaluate.json is then another run's, so no row is written.
+target=""
+skip=0
+for arg in "$@"; do
+  if [ "$skip" = 1 ]; then skip=0; continue; fi
+  case $arg in -S|--set-param) skip=1 ;; -*) ;; *) target=$arg ;; esac
+done
 name="$ds-seed$seed${ROW_TAG:+-$ROW_TAG}"
 command="${RECIPE:+RECIPE=$recipe_file }bench/row.sh $ds $seed $*"
 start=$(date +%s)
 dvc exp run "${overrides[@]}" "$@"
 wall=$(( $(date +%s) - start ))
+if [ -n "$target" ]; then
+  echo "bench/row.sh: ran up to stage '$target' in ${wall} s; no results row (evaluate did not run)" >&2
+  exit 0
+fi
 python -m bench.collect --name "$name" --command "$command" --wall "$wall"

@@ -266,6 +266,18 @@ def test_row_sh_records_a_relative_recipe_repository_relative(tmp_path: Path) ->
     assert row["command"] == "RECIPE=recipes/DB15K.yaml bench/row.sh MKG-Y 2 "
 
 
+def test_row_sh_up_to_a_stage_writes_no_row(tmp_path: Path) -> None:
+    # `bench/row.sh MKG-W 0 diffusion` builds a base for bench.arm: evaluate does not run, so
+    # the committed metrics/evaluate.json (another run's) must not become an MKG-W row.
+    repo = _sandbox(tmp_path, dvc_code=0)
+    done = _row(repo, ["MKG-Y", "0", "-S", "retrain.lambda_ha=0.1", "diffusion"], cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert (repo / "dvc.args").read_text().splitlines()[-3:] == [
+        "-S", "retrain.lambda_ha=0.1", "diffusion"]
+    assert "ran up to stage 'diffusion'" in done.stderr
+    assert not (repo / "results").exists()
+
+
 def test_row_sh_stops_on_a_bad_recipe_before_any_work(tmp_path: Path) -> None:
     repo = _sandbox(tmp_path, dvc_code=0)
     (tmp_path / "bad.yaml").write_text("pretrain:\n  epoch: 300\n")
