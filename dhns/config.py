@@ -217,6 +217,9 @@ class RetrainConfig:
     margins: bool = True
     ha_weighting: Literal["mean", "adversarial"] = "mean"
     positive_term: bool = True  # false: L_HA without its -log s(f(pos)) in every cell
+    # What fills L_HA's negatives: the diffusion model's states, or (a control) real entities
+    # drawn uniformly in their place, with the same weight, levels and scoring.
+    ha_source: Literal["generated", "random"] = "generated"
     joint: bool = False
     # From what the continuation stages (uniform, retrain) start: the pretrained checkpoint,
     # or a fresh initialisation of its architecture (the reference's regime: DHNS from the
@@ -424,6 +427,10 @@ def _check_cross(params: Params) -> None:
     if r.start == "scratch" and r.mined != "none":
         raise ConfigError(f"retrain.start: scratch cannot mine (retrain.mined {r.mined}): "
                           "mining needs the pretrained diffusion model; set retrain.mined none")
+    if r.ha_source == "random" and (r.joint or r.faithful):
+        raise ConfigError("retrain.ha_source: random draws real entities in place of the "
+                          "generated ones, so retrain.joint and retrain.faithful (which concern "
+                          "the diffusion model) must be false")
     if r.diffusion_weight > 0 and not (dhns_term and r.joint):
         raise ConfigError("retrain.diffusion_weight: needs retrain.joint true and DHNS "
                           "negatives (retrain.negatives dhns, lambda_ha > 0)")

@@ -152,7 +152,9 @@ def run(params: Params) -> dict:
     ntat = ntat_from_params(params, diffusion, generator(params, offset=4))
     hier = ntat.hierarchy
     sampling_steps = hier.sampling_steps
-    log(f"retrain: DHNS negatives at t={hier.levels} of T={diffusion.num_steps}, "
+    source = "random real entities (the control) at the levels of" if cfg.ha_source == "random" \
+        else "DHNS negatives at"
+    log(f"retrain: {source} t={hier.levels} of T={diffusion.num_steps}, "
         f"{'full ancestral chain' if sampling_steps is None else f'{sampling_steps} strided steps'}"
         f", refresh every {ntat.refresh_every} step(s), fraction {ntat.generate_fraction}"
         f"{', joint diffusion training' if cfg.joint else ''}, L_HA weighting {cfg.ha_weighting}")

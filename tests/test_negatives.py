@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from conftest import synthetic_kg
 
-from dhns.config import SyntheticConfig
+from dhns.config import ConfigError, SyntheticConfig, params_from_dict
 from dhns.data.kg import KnowledgeGraph
 from dhns.diffusion.model import DiffusionModel
 from dhns.kge.model import STRUCTURE, KGEModelConfig, MultimodalKGE
@@ -23,6 +23,7 @@ from dhns.negatives import (
     GeneratedNegatives,
     HierarchicalLevels,
     NTATLoss,
+    RandomLevels,
     diffusion_pairs,
     diffusion_streams,
     fuse_generated,
@@ -231,6 +232,40 @@ def test_generate_shapes_and_masks(kg: KnowledgeGraph, model: MultimodalKGE,
         assert bool((gen_rows[:, mask].abs().sum(-1) > 0).all())
     # levels differ from one another (intermediate states of one chain)
     assert not torch.allclose(out.tails[0], out.tails[-1])
+
+
+def test_random_levels_are_real_entity_rows(kg: KnowledgeGraph, model: MultimodalKGE,
+                                           hier: HierarchicalLevels) -> None:
+    # retrain.ha_source random: the control puts real entities' own rows where the generated
+    # states go, only for entities with every generated modality, seeded by the generator.
+    control = RandomLevels(hier.diffusion, FRACTIONS, sampling_steps=10)
+    batch = kg.train[:40]
+    out = control.generate(model, batch, gen(4))
+    width = model.scorer.entity_width
+    assert out.tails.shape == out.heads.shape == (LEVELS, 2, 40, width)
+    assert out.tail_generated.all() and out.head_generated.all()
+    with torch.no_grad():
+        emb, mask = model.modality_embeddings(torch.arange(model.config.num_entities))
+    full = mask.all(0)
+    assert not full.all()  # some entities lack text: they must never be drawn
+    for rows in (out.tails, out.heads):
+        flat = rows.permute(0, 2, 1, 3).reshape(-1, 2 * width)  # (L B, M D) per drawn entity
+        table = emb.permute(1, 0, 2).reshape(len(full), -1)
+        dist = torch.cdist(flat, table)
+        nearest = dist.argmin(1)
+        # cdist computes through a matmul: equal rows come out ~1e-3 apart, others ~3
+        assert bool((dist.min(1).values < 1e-2).all())  # each row is some entity's rows
+        assert bool(full[nearest].all())
+    again = control.generate(model, batch, gen(4))
+    assert torch.equal(again.tails, out.tails)
+    assert not torch.equal(control.generate(model, batch, gen(5)).tails, out.tails)
+
+
+@pytest.mark.parametrize("retrain", [{"ha_source": "random", "joint": True},
+                                     {"ha_source": "random", "faithful": True}])
+def test_config_refuses_the_random_control_with_diffusion_settings(retrain: dict) -> None:
+    with pytest.raises(ConfigError, match="ha_source: random"):
+        params_from_dict({"retrain": retrain})
 
 
 def test_head_and_tail_chains_are_separate(kg: KnowledgeGraph, model: MultimodalKGE,

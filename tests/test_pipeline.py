@@ -245,6 +245,30 @@ def test_diffusion_stage_is_bit_reproducible(project: Path) -> None:
     assert first_bytes == second_bytes  # and so DVC's hash is the same
 
 
+def test_retrain_with_the_random_control(project: Path) -> None:
+    # retrain.ha_source random: the stage runs NTAT's term on real entities drawn uniformly.
+    params_file = project / "params.yaml"
+    original = params_file.read_text()
+    keep = {p: p.read_bytes() for p in (project / "metrics" / "retrain.json",
+                                        project / "reports" / "retrain.json",
+                                        project / "plots" / "retrain.csv",
+                                        project / "artifacts" / "retrain" / "model.pt")}
+    try:
+        params = yaml.safe_load(original)
+        params["retrain"].update(ha_source="random", positive_term=False, margins=False,
+                                 lambda_ha=1.0)
+        params_file.write_text(yaml.safe_dump(params))
+        done = _stage(project, "retrain")
+        assert done.returncode == 0, done.stderr
+        report = read_record(project, "retrain")
+    finally:
+        params_file.write_text(original)
+        for path, content in keep.items():
+            path.write_bytes(content)
+    assert "random real entities (the control)" in done.stderr
+    assert report["loss_gradients"]["start"]["share"]["ha_negative"] > 0
+
+
 @pytest.mark.parametrize("sampler, mined, loss", [
     ("uniform", "score", "ns"), ("dhns", "diffusion", "ns"), ("uniform", "generated", "ns"),
     ("dhns", "generated", "shared")])

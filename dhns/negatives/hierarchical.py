@@ -82,3 +82,33 @@ class HierarchicalLevels:
             start += len(keep)
         return GeneratedNegatives(batch, out["tail"], out["head"], gen_mask["tail"],
                                   gen_mask["head"])
+
+
+class RandomLevels(HierarchicalLevels):
+    """The control of :class:`HierarchicalLevels` (``retrain.ha_source: random``): every level's
+    rows are the modality embeddings of real entities drawn uniformly (among those that have
+    every modality the diffusion model generates), in place of the generated states. NTAT's
+    term keeps its weight, levels and scoring, so an arm with it tells what the diffusion
+    model's choice of negatives adds over the term's extra negative gradient alone."""
+
+    @torch.no_grad()
+    def generate(self, model: MultimodalKGE, batch: Tensor, generator: torch.Generator
+                 ) -> GeneratedNegatives:
+        """``batch`` (B, 3) -> per level, random real entities' rows ``(L, M, B, D)``."""
+        b, levels, num_mod = len(batch), self.num_levels, len(model.modalities)
+        covered = {d: torch.zeros(num_mod, b, dtype=torch.bool, device=batch.device)
+                   for d in ("tail", "head")}
+        has_all = torch.ones(model.config.num_entities, dtype=torch.bool, device=batch.device)
+        masks = {name: mask for name, _, mask in model.feature_tables()}
+        for modality, direction in self.streams:
+            covered[direction][model.modalities.index(modality)] = True
+            if modality in masks:
+                has_all &= masks[modality]
+        pool = has_all.nonzero().squeeze(1)
+        pick = torch.randint(len(pool), (2 * levels * b,), generator=generator,
+                             device=generator.device).to(batch.device)
+        emb, _ = model.modality_embeddings(pool[pick])  # (M, 2 L B, D)
+        drawn = emb.reshape(num_mod, 2, levels, b, -1).permute(1, 2, 0, 3, 4)
+        return GeneratedNegatives(batch, drawn[0] * covered["tail"][None, :, :, None],
+                                  drawn[1] * covered["head"][None, :, :, None],
+                                  covered["tail"], covered["head"])

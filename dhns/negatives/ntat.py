@@ -21,7 +21,11 @@ from torch import Tensor
 from dhns.config import Params
 from dhns.diffusion.model import DiffusionModel
 from dhns.kge.model import MultimodalKGE
-from dhns.negatives.hierarchical import GeneratedNegatives, HierarchicalLevels
+from dhns.negatives.hierarchical import (
+    GeneratedNegatives,
+    HierarchicalLevels,
+    RandomLevels,
+)
 from dhns.negatives.pairs import diffusion_pairs
 from dhns.optim import adam
 
@@ -285,8 +289,9 @@ def ntat_from_params(params: Params, diffusion: DiffusionModel, rng: torch.Gener
     ancestral chain, fresh negatives for the whole batch at every step)."""
     cfg = params.retrain
     faithful = cfg.faithful
-    hier = HierarchicalLevels(diffusion, params.model.levels,
-                                 None if faithful else params.model.sampling_steps)
+    levels = RandomLevels if cfg.ha_source == "random" else HierarchicalLevels
+    hier = levels(diffusion, params.model.levels,
+                  None if faithful else params.model.sampling_steps)
     return NTATLoss(
         hier, cfg.lambda_ha, cfg.level_weights, cfg.level_margins if cfg.margins else None,
         rng=rng,
