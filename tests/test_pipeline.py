@@ -245,8 +245,10 @@ def test_diffusion_stage_is_bit_reproducible(project: Path) -> None:
     assert first_bytes == second_bytes  # and so DVC's hash is the same
 
 
-def test_retrain_with_the_random_control(project: Path) -> None:
-    # retrain.ha_source random: the stage runs NTAT's term on real entities drawn uniformly.
+def _retrain_with(project: Path, retrain: dict, kge: dict | None = None
+                  ) -> tuple[subprocess.CompletedProcess, dict]:
+    """Run the retrain stage with ``retrain`` (and ``kge``) params updated, then put the
+    project's params and retrain outputs back; the stage's result and record."""
     params_file = project / "params.yaml"
     original = params_file.read_text()
     keep = {p: p.read_bytes() for p in (project / "metrics" / "retrain.json",
@@ -255,16 +257,22 @@ def test_retrain_with_the_random_control(project: Path) -> None:
                                         project / "artifacts" / "retrain" / "model.pt")}
     try:
         params = yaml.safe_load(original)
-        params["retrain"].update(ha_source="random", positive_term=False, margins=False,
-                                 lambda_ha=1.0)
+        params["retrain"].update(retrain)
+        params["kge"].update(kge or {})
         params_file.write_text(yaml.safe_dump(params))
         done = _stage(project, "retrain")
         assert done.returncode == 0, done.stderr
-        report = read_record(project, "retrain")
+        return done, read_record(project, "retrain")
     finally:
         params_file.write_text(original)
         for path, content in keep.items():
             path.write_bytes(content)
+
+
+def test_retrain_with_the_random_control(project: Path) -> None:
+    # retrain.ha_source random: the stage runs NTAT's term on real entities drawn uniformly.
+    done, report = _retrain_with(project, {"ha_source": "random", "positive_term": False,
+                                           "margins": False, "lambda_ha": 1.0})
     assert "random real entities (the control)" in done.stderr
     assert report["loss_gradients"]["start"]["share"]["ha_negative"] > 0
 
@@ -274,27 +282,13 @@ def test_retrain_with_the_random_control(project: Path) -> None:
     ("dhns", "generated", "shared")])
 def test_retrain_with_mined_negatives(project: Path, sampler: str, mined: str, loss: str
                                       ) -> None:
-    params_file = project / "params.yaml"
-    original = params_file.read_text()
-    keep = {p: p.read_bytes() for p in (project / "metrics" / "retrain.json",
-                                        project / "reports" / "retrain.json",
-                                        project / "plots" / "retrain.csv",
-                                        project / "artifacts" / "retrain" / "model.pt")}
-    try:
-        params = yaml.safe_load(original)
-        params["retrain"].update(negatives=sampler, mined=mined, mined_negatives=3, mine_every=1)
-        params["retrain"]["loss"] = loss  # the continuation's regime; pretrain was ns
-        params["kge"]["shared_pool"] = 16
-        params_file.write_text(yaml.safe_dump(params))
-        done = _stage(project, "retrain")
-        assert done.returncode == 0, done.stderr
-        report = read_record(project, "retrain")
-    finally:
-        params_file.write_text(original)
-        for path, content in keep.items():
-            path.write_bytes(content)
+    # loss: the continuation's regime; pretrain was ns.
+    retrain = {"negatives": sampler, "mined": mined, "mined_negatives": 3, "mine_every": 1,
+               "loss": loss}
+    done, report = _retrain_with(project, retrain, {"shared_pool": 16})
+    epochs = yaml.safe_load((project / "params.yaml").read_text())["retrain"]["epochs"]
     assert report["mined"] == mined
-    assert report["minings"] == params["retrain"]["epochs"]  # once per epoch
+    assert report["minings"] == epochs  # once per epoch
     assert 0.5 < report["mined_coverage"] <= 1
     assert "mined negatives:" in done.stderr
     assert f"({mined}) in the {loss} loss's softmax" in done.stderr
