@@ -220,6 +220,9 @@ class RetrainConfig:
     # What fills L_HA's negatives: the diffusion model's states, or (a control) real entities
     # drawn uniformly in their place, with the same weight, levels and scoring.
     ha_source: Literal["generated", "random"] = "generated"
+    # Leave out of L_HA the generated negatives whose nearest real entity is a known training
+    # answer of their query (likely false negatives).
+    ha_exclude_known: bool = False
     joint: bool = False
     # From what the continuation stages (uniform, retrain) start: the pretrained checkpoint,
     # or a fresh initialisation of its architecture (the reference's regime: DHNS from the

@@ -149,7 +149,8 @@ def run(params: Params) -> dict:
         log("retrain: no NTAT term (retrain.negatives uniform or lambda_ha 0)")
         return finish(continue_training(params, "retrain", DHNS_CKPT, None, base_loss,
                                         resumable=cfg.mined == "none"))
-    ntat = ntat_from_params(params, diffusion, generator(params, offset=4))
+    ntat = ntat_from_params(params, diffusion, generator(params, offset=4),
+                            FilterIndex(kg.train, kg.num_relations))
     hier = ntat.hierarchy
     sampling_steps = hier.sampling_steps
     source = "random real entities (the control) at the levels of" if cfg.ha_source == "random" \
@@ -157,7 +158,8 @@ def run(params: Params) -> dict:
     log(f"retrain: {source} t={hier.levels} of T={diffusion.num_steps}, "
         f"{'full ancestral chain' if sampling_steps is None else f'{sampling_steps} strided steps'}"
         f", refresh every {ntat.refresh_every} step(s), fraction {ntat.generate_fraction}"
-        f"{', joint diffusion training' if cfg.joint else ''}, L_HA weighting {cfg.ha_weighting}")
+        f"{', joint diffusion training' if cfg.joint else ''}, L_HA weighting {cfg.ha_weighting}"
+        f"{', known answers left out' if cfg.ha_exclude_known else ''}")
     # From scratch the run starts neither at the pretrained weights nor with a fitted diffusion
     # model.
     start_gradients = (None if cfg.start == "scratch" else
@@ -168,6 +170,11 @@ def run(params: Params) -> dict:
     summary["loss_gradients"] = {"start": start_gradients,
                                  "end": loss_gradients(params, kg, ntat, DHNS_CKPT)}
     summary.update(coverage(params, kg, ntat, summary["epochs_run"]))
+    if ntat.exclude_known is not None:
+        excluded, total = ntat.excluded
+        summary["ha_excluded_fraction"] = round(excluded / max(1, total), 4)
+        log(f"retrain: {summary['ha_excluded_fraction']} of the generated negatives left out "
+            "(nearest real entity a known answer)")
     log(f"retrain: gradient shares at the start "
         f"{start_gradients['share'] if start_gradients else '-'}, at the end "
         f"{summary['loss_gradients']['end']['share']}; generated-negative coverage "

@@ -18,6 +18,7 @@ from conftest import synthetic_kg
 from dhns.config import ConfigError, SyntheticConfig, params_from_dict
 from dhns.data.kg import KnowledgeGraph
 from dhns.diffusion.model import DiffusionModel
+from dhns.evaluation.filter import FilterIndex
 from dhns.kge.model import STRUCTURE, KGEModelConfig, MultimodalKGE
 from dhns.negatives import (
     GeneratedNegatives,
@@ -30,7 +31,8 @@ from dhns.negatives import (
     hardness_aware_loss,
 )
 from dhns.negatives.diagnostics import level_dispersion, level_scores, summarise
-from dhns.negatives.ntat import embed_with_generated
+from dhns.negatives.false_negatives import known_answer_keep
+from dhns.negatives.ntat import embed_with_generated, hardness_aware_parts
 from dhns.samplers.corruption import uniform_sampler
 from dhns.training.kgc import sampled_loss
 from dhns.training.trainer import Trainer
@@ -440,6 +442,87 @@ def test_hardness_aware_loss_gradients_reach_kge_only(model: MultimodalKGE,
     for tensor in (negatives.tails, negatives.heads):
         assert not tensor.requires_grad and tensor.grad is None
     assert all(p.grad is None for p in sampler.parameters())
+
+
+def test_known_answer_keep_marks_generated_entities_next_to_answers(
+        kg: KnowledgeGraph, model: MultimodalKGE, negatives: GeneratedNegatives) -> None:
+    # retrain.ha_exclude_known: a generated entity sitting on a known answer is left out.
+    known = FilterIndex(kg.train, kg.num_relations)
+    batch = negatives.batch
+    h, r, t = batch.unbind(1)
+    with torch.no_grad():
+        entities = model.all_entity_embeddings()
+        _, _, _, h_hat, t_hat = embed_with_generated(model, negatives)
+        t_hat, h_hat = t_hat.clone(), h_hat.clone()
+        t_hat[0] = entities[t] + 1e-4  # level 0's tails: the true tail itself
+        h_hat[1] = entities[h] + 1e-4  # level 1's heads: the true head
+        keep = known_answer_keep(model, batch, h_hat, t_hat, known)
+    assert keep.shape == (3, LEVELS, len(batch)) and keep.dtype == torch.bool
+    assert not keep[0, 0].any() and not keep[2, 0].any()  # (h, r, t^) and (h^, r, t^)
+    assert not keep[1, 1].any() and not keep[2, 1].any()  # (h^, r, t) and (h^, r, t^)
+    # a wrong entity stays: for each positive, one that answers none of its two queries
+    wrong = torch.tensor([next(e for e in range(kg.num_entities)
+                               if e not in known.answers(h[i:i + 1], r[i:i + 1], "tail")[1]
+                               and e not in known.answers(t[i:i + 1], r[i:i + 1], "head")[1])
+                          for i in range(len(batch))])
+    with torch.no_grad():
+        t_hat[2], h_hat[2] = entities[wrong] + 1e-4, entities[wrong] + 1e-4
+        keep = known_answer_keep(model, batch, h_hat, t_hat, known)
+    assert keep[:, 2].all()
+
+
+def test_excluded_negatives_add_nothing_to_l_ha(model: MultimodalKGE,
+                                                negatives: GeneratedNegatives) -> None:
+    b = len(negatives.batch)
+    every = torch.ones(3, LEVELS, b, dtype=torch.bool)
+    only_first = torch.zeros_like(every)
+    only_first[0, 0] = True  # per positive, its level-0 (h, r, t^) alone
+    with torch.no_grad():
+        for alpha in (None, 1.0):
+            full = hardness_aware_parts(model, negatives, WEIGHTS, None, alpha)
+            kept = hardness_aware_parts(model, negatives, WEIGHTS, None, alpha, every)
+            torch.testing.assert_close(kept.negative, full.negative)
+            e_h, r, _, _, t_hat = embed_with_generated(model, negatives)
+            alone = -F.logsigmoid(-model.scorer.score(e_h, r, t_hat[0])).mean()
+            single = hardness_aware_parts(model, negatives, WEIGHTS, None, alpha, only_first)
+            # mean weighting: level 0 alone keeps its own weight share; adversarial: the one
+            # kept negative takes each row's whole weight
+            scale = WEIGHTS[0] / sum(WEIGHTS) if alpha is None else 1.0
+            torch.testing.assert_close(single.negative, scale * alone)
+    kge = copy.deepcopy(model)
+    for alpha in (None, 1.0):
+        nothing = hardness_aware_parts(kge, negatives, WEIGHTS, None, alpha,
+                                       torch.zeros_like(every))
+        assert float(nothing.negative.detach()) == 0.0
+        kge.zero_grad(set_to_none=True)
+        nothing.negative.backward()
+        assert all(p.grad is None or p.grad.abs().sum() == 0 for p in kge.parameters())
+
+
+def test_ntat_loss_leaves_out_known_answers_and_keeps_the_mask_on_resume(
+        kg: KnowledgeGraph, model: MultimodalKGE, hier: HierarchicalLevels) -> None:
+    known = FilterIndex(kg.train, kg.num_relations)
+
+    def fresh() -> NTATLoss:
+        return NTATLoss(hier, 1.0, WEIGHTS, None, gen(31), refresh_every=2,
+                        adversarial_temperature=1.0, positive_term=False, exclude_known=known)
+
+    batches = [kg.train[i * 32:(i + 1) * 32] for i in range(4)]
+    ntat = fresh()
+    loss, _ = ntat(model, batches[0], 0)
+    assert ntat.keep is not None and ntat.keep.shape == (3, LEVELS, 32)
+    with torch.no_grad():
+        expected = hardness_aware_parts(model, ntat.cached, WEIGHTS, None, 1.0, ntat.keep)
+    torch.testing.assert_close(loss, expected.negative)
+    assert ntat.excluded == [int((~ntat.keep).sum()), ntat.keep.numel()]
+    restored = fresh()
+    restored.load_state_dict(copy.deepcopy(ntat.state_dict()))
+    assert torch.equal(restored.keep, ntat.keep) and restored.excluded == ntat.excluded
+    for step in (1, 2, 3):
+        a, _ = ntat(model, batches[step], step)
+        b, _ = restored(model, batches[step], step)
+        assert torch.equal(a.detach(), b.detach()), step
+    assert ntat.excluded[1] == 2 * ntat.keep.numel()  # two generations
 
 
 def test_fuse_generated_matches_ntat_replacement(model: MultimodalKGE,

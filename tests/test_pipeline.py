@@ -277,6 +277,15 @@ def test_retrain_with_the_random_control(project: Path) -> None:
     assert report["loss_gradients"]["start"]["share"]["ha_negative"] > 0
 
 
+def test_retrain_leaving_out_known_answers(project: Path) -> None:
+    # retrain.ha_exclude_known: the stage reports which share of its generated negatives it
+    # left out of L_HA.
+    done, report = _retrain_with(project, {"ha_exclude_known": True, "positive_term": False})
+    assert "known answers left out" in done.stderr
+    assert 0 <= report["ha_excluded_fraction"] < 1
+    assert "of the generated negatives left out" in done.stderr
+
+
 @pytest.mark.parametrize("sampler, mined, loss", [
     ("uniform", "score", "ns"), ("dhns", "diffusion", "ns"), ("uniform", "generated", "ns"),
     ("dhns", "generated", "shared")])

@@ -26,6 +26,7 @@ from torch import Tensor
 from dhns.evaluation.filter import FilterIndex
 from dhns.kge.model import MultimodalKGE
 from dhns.kge.scoring import Direction
+from dhns.negatives.false_negatives import answers_on, nearest_real_entity
 from dhns.negatives.hierarchical import GeneratedNegatives, HierarchicalLevels
 from dhns.negatives.ntat import NTATLoss, embed_with_generated, hardness_aware_parts
 from dhns.training.trainer import LossFn
@@ -110,12 +111,6 @@ def histogram_rows(scores: dict[str, Tensor], bins: int = 40) -> list[dict]:
 # -- generated negatives against the real entities ---------------------------------------------
 
 
-def _answers(filter_index: FilterIndex, anchors: Tensor, relations: Tensor,
-             direction: Direction, device: torch.device) -> tuple[Tensor, Tensor]:
-    rows, cols = filter_index.answers(anchors.cpu(), relations.cpu(), direction)
-    return rows.to(device), cols.to(device)
-
-
 @torch.no_grad()
 def generated_ranks(model: MultimodalKGE, anchors: Tensor, relations: Tensor, generated: Tensor,
                     direction: Direction, filter_index: FilterIndex, batch_size: int = 256
@@ -154,7 +149,7 @@ def generated_ranks(model: MultimodalKGE, anchors: Tensor, relations: Tensor, ge
         g = scorer.match_all(query[:, None], gen)[:, 0].T.float()  # (L, b)
         # n - #(s <= g): candidates above g or NaN (every comparison with a NaN g is False)
         better = n - (scores[None] <= g[:, :, None]).sum(-1)  # (L, b)
-        rows, cols = _answers(filter_index, a, r, direction, scores.device)
+        rows, cols = answers_on(filter_index, a, r, direction, scores.device)
         above = ~(scores[rows, cols][None] <= g[:, rows])  # (L, M) known answers above g
         better -= torch.zeros_like(better).index_add_(1, rows, above.long())
         known = torch.zeros(len(a), dtype=torch.int64, device=scores.device)
@@ -162,37 +157,6 @@ def generated_ranks(model: MultimodalKGE, anchors: Tensor, relations: Tensor, ge
         ranks.append(1 + better)
         wrong.append(n - known)
     return torch.cat(ranks, 1).cpu(), torch.cat(wrong).cpu()
-
-
-@torch.no_grad()
-def nearest_real_entity(model: MultimodalKGE, anchors: Tensor, relations: Tensor,
-                        generated: Tensor, direction: Direction, filter_index: FilterIndex,
-                        batch_size: int = 256) -> tuple[Tensor, Tensor]:
-    """The real entity nearest to each generated one, and whether it is a known answer.
-
-    Nearest: Euclidean distance in the KGE's fused entity space, over all ``N`` entities. A
-    generated negative whose nearest entity is a true answer of its query (its own target
-    included) is a likely false negative. Arguments as for :func:`generated_ranks`.
-
-    Returns:
-        ``(nearest, known)``: ``(L, B)`` int64 entity ids and ``(L, B)`` bool.
-    """
-    entities = model.all_entity_embeddings().float()
-    levels = generated.shape[0]
-    ids, out = [], []
-    for start in range(0, len(anchors), batch_size):
-        gen = generated[:, start:start + batch_size].float().to(entities.device)  # (L, b, D)
-        b = gen.shape[1]
-        distance = torch.cdist(gen.reshape(levels * b, -1), entities,
-                               compute_mode="donot_use_mm_for_euclid_dist")
-        nearest = distance.argmin(1).reshape(levels, b)
-        rows, cols = _answers(filter_index, anchors[start:start + b],
-                              relations[start:start + b], direction, entities.device)
-        hits = torch.zeros(levels, b, dtype=torch.int64, device=entities.device)
-        hits.index_add_(1, rows, (nearest[:, rows] == cols[None]).long())
-        ids.append(nearest)
-        out.append(hits > 0)
-    return torch.cat(ids, 1).cpu(), torch.cat(out, 1).cpu()
 
 
 def rank_summary(ranks: Tensor, levels: Sequence[int]) -> dict[str, dict[str, float]]:
@@ -273,7 +237,7 @@ def ntat_loss_parts(model: MultimodalKGE, batch: Tensor, kgc: LossFn, ntat: NTAT
     count = max(1, math.ceil(ntat.generate_fraction * len(batch)))
     negatives = ntat.hierarchy.generate(model, batch[:count], rng)
     parts = hardness_aware_parts(model, negatives, ntat.level_weights, ntat.level_margins,
-                                 ntat.adversarial_temperature)
+                                 ntat.adversarial_temperature, ntat.keep_mask(model, negatives))
     kgc_loss, _ = kgc(model, batch, 0)
     # Without the positive term (retrain.positive_term false) that part is absent: norm 0.
     positive = parts.positive if ntat.positive_term else torch.zeros(())

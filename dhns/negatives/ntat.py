@@ -20,7 +20,9 @@ from torch import Tensor
 
 from dhns.config import Params
 from dhns.diffusion.model import DiffusionModel
+from dhns.evaluation.filter import FilterIndex
 from dhns.kge.model import MultimodalKGE
+from dhns.negatives.false_negatives import known_answer_keep
 from dhns.negatives.hierarchical import (
     GeneratedNegatives,
     HierarchicalLevels,
@@ -96,7 +98,7 @@ def _ha_scores(model: MultimodalKGE, negatives: GeneratedNegatives,
 def hardness_aware_loss(model: MultimodalKGE, negatives: GeneratedNegatives,
                         level_weights: list[float], level_margins: list[float] | None,
                         adversarial_temperature: float | None = None,
-                        positive_term: bool = True,
+                        positive_term: bool = True, keep: Tensor | None = None,
                         ) -> tuple[Tensor, dict[str, float]]:
     """``L_HA`` for the positives of ``negatives.batch`` (B, 3); gradients reach the KGE only
     through the real embeddings (generated rows are constants).
@@ -107,10 +109,11 @@ def hardness_aware_loss(model: MultimodalKGE, negatives: GeneratedNegatives,
     model still scores high carry the loss, where the plain mean lets the many saturated ones
     (``-log s(-f) ~ 0``) dilute it. ``positive_term=False`` (``retrain.positive_term``) drops
     the ``-log s(f(pos))`` every cell adds, which otherwise makes L_HA mostly a second
-    positive loss; see :func:`hardness_aware_parts`.
+    positive loss; see :func:`hardness_aware_parts`. ``keep`` ``(3, L, B)`` bool: the
+    generated negatives that count (``retrain.ha_exclude_known``); None = all.
     """
     parts = hardness_aware_parts(model, negatives, level_weights, level_margins,
-                                 adversarial_temperature)
+                                 adversarial_temperature, keep)
     loss = parts.positive + parts.negative if positive_term else parts.negative
     return loss, {"l_ha": float(loss.detach())}
 
@@ -127,19 +130,28 @@ class HAParts:
 
 def hardness_aware_parts(model: MultimodalKGE, negatives: GeneratedNegatives,
                          level_weights: list[float], level_margins: list[float] | None,
-                         adversarial_temperature: float | None = None) -> HAParts:
+                         adversarial_temperature: float | None = None,
+                         keep: Tensor | None = None) -> HAParts:
     """:func:`hardness_aware_loss`'s value split into the part from the positives and the part
     from the generated negatives (the loss is their sum), e.g. to measure each part's
-    gradient. Same arguments."""
+    gradient. Same arguments; an excluded negative (``keep`` False) adds nothing, and a
+    positive whose negatives are all excluded adds nothing to the negative part."""
     pos, neg, weights = _ha_scores(model, negatives, level_weights, level_margins)
     positive = -F.logsigmoid(pos).mean()
+    if keep is None:
+        keep = torch.ones_like(neg, dtype=torch.bool)
     if adversarial_temperature is None:
-        per_level = -F.logsigmoid(-neg).mean(dim=(0, 2))  # (L,)
+        kept = keep.to(neg.dtype)
+        per_level = ((-F.logsigmoid(-neg) * kept).sum(dim=(0, 2))
+                     / kept.sum(dim=(0, 2)).clamp(min=1))  # (L,)
         negative = (weights * per_level).sum() / weights.sum()
     else:
         flat = neg.permute(2, 0, 1).reshape(len(pos), -1)
-        p = torch.softmax(adversarial_temperature * flat.detach() + weights.repeat(3).log(),
-                          dim=-1)
+        flat_keep = keep.permute(2, 0, 1).reshape(len(pos), -1)
+        logits = adversarial_temperature * flat.detach() + weights.repeat(3).log()
+        p = torch.softmax(logits.masked_fill(~flat_keep, float("-inf")), dim=-1)
+        # A row with every negative excluded is all NaN after the softmax: it weighs nothing.
+        p = torch.nan_to_num(p, nan=0.0)
         negative = -(p * F.logsigmoid(-flat)).sum(-1).mean()
     return HAParts(positive, negative)
 
@@ -158,6 +170,10 @@ class NTATLoss:
     ``diffusion_weight`` > 0 adds ``diffusion_weight * L_diff`` to the returned loss with its
     inputs attached, so L_diff's gradient reaches the KGE (the reference code); the denoiser's
     own gradient from that backward is applied at the next call, before anything else.
+
+    ``exclude_known`` (``retrain.ha_exclude_known``): at each generation, the generated
+    negatives whose nearest real entity is a known answer of their query in this index (likely
+    false negatives) are left out of ``L_HA`` until the next; :attr:`excluded` counts them.
     """
 
     def __init__(self, hierarchy: HierarchicalLevels, lambda_ha: float,
@@ -167,7 +183,8 @@ class NTATLoss:
                  adversarial_temperature: float | None = None,
                  positive_term: bool = True,
                  standardisation_momentum: float | None = None,
-                 diffusion_weight: float = 0.0) -> None:
+                 diffusion_weight: float = 0.0,
+                 exclude_known: FilterIndex | None = None) -> None:
         if diffusion_weight > 0 and not joint_lr:
             raise ValueError("diffusion_weight needs joint training (joint_lr)")
         self.hierarchy = hierarchy
@@ -182,6 +199,10 @@ class NTATLoss:
         self.refresh_every = max(1, refresh_every)
         self.generate_fraction = generate_fraction
         self.cached: GeneratedNegatives | None = None
+        self.exclude_known = exclude_known
+        self.keep: Tensor | None = None
+        #: ``[excluded, generated]`` negatives over all generations (``exclude_known``).
+        self.excluded = [0, 0]
         diffusion: DiffusionModel = hierarchy.diffusion
         self.joint_optimizer = (adam(diffusion.denoiser.parameters(), lr=joint_lr)
                                 if joint_lr else None)
@@ -205,19 +226,33 @@ class NTATLoss:
             self.seconds["joint"] += time.perf_counter() - start
             start = time.perf_counter()
             self.cached = self.hierarchy.generate(model, sub, self.rng)
+            self.keep = self.keep_mask(model, self.cached)
+            if self.keep is not None:
+                self.excluded[0] += int((~self.keep).sum())
+                self.excluded[1] += self.keep.numel()
             self.seconds["generate"] += time.perf_counter() - start
             self.generations += 1
             self.generated.append((step, count))
         start = time.perf_counter()
         loss, stats = hardness_aware_loss(model, self.cached, self.level_weights,
                                           self.level_margins, self.adversarial_temperature,
-                                          self.positive_term)
+                                          self.positive_term, self.keep)
         self.seconds["score"] += time.perf_counter() - start
         total = self.lambda_ha * loss
         if diffusion_loss is not None:
             stats = {**stats, "diffusion": float(diffusion_loss.detach())}
             total = total + self.diffusion_weight * diffusion_loss
         return total, stats
+
+    def keep_mask(self, model: MultimodalKGE, negatives: GeneratedNegatives
+                  ) -> Tensor | None:
+        """``(3, L, B)`` bool of the negatives ``L_HA`` counts, or None (all) without
+        ``exclude_known``."""
+        if self.exclude_known is None:
+            return None
+        with torch.no_grad():
+            _, _, _, h_hat, t_hat = embed_with_generated(model, negatives)
+            return known_answer_keep(model, negatives.batch, h_hat, t_hat, self.exclude_known)
 
     def state_dict(self) -> dict[str, Any]:
         """What a resumed run needs to continue as this one would: the generator's state, the
@@ -226,9 +261,11 @@ class NTATLoss:
         state: dict[str, Any] = {
             "rng": self.rng.get_state(),
             "generated": torch.tensor(self.generated, dtype=torch.long).reshape(-1, 2),
-            "generations": self.generations}
+            "generations": self.generations, "excluded": torch.tensor(self.excluded)}
         if self.cached is not None:
             state["cached"] = dataclasses.asdict(self.cached)
+        if self.keep is not None:
+            state["keep"] = self.keep
         if self.joint_optimizer is not None:
             state["diffusion"] = self.hierarchy.diffusion.state_dict()
             state["joint_optimizer"] = self.joint_optimizer.state_dict()
@@ -241,9 +278,11 @@ class NTATLoss:
         self.rng.set_state(state["rng"])
         self.generated = [tuple(row) for row in state["generated"].tolist()]
         self.generations = int(state["generations"])
+        self.excluded = [int(v) for v in state.get("excluded", torch.zeros(2)).tolist()]
         device = next(self.hierarchy.diffusion.parameters()).device
         self.cached = (GeneratedNegatives(**{k: v.to(device) for k, v in state["cached"].items()})
                        if "cached" in state else None)
+        self.keep = state["keep"].to(device) if "keep" in state else None
         if self.joint_optimizer is not None:
             self.hierarchy.diffusion.load_state_dict(state["diffusion"])
             self.joint_optimizer.load_state_dict(state["joint_optimizer"])
@@ -283,12 +322,15 @@ class NTATLoss:
 SCRATCH_STANDARDISATION_MOMENTUM = 0.02
 
 
-def ntat_from_params(params: Params, diffusion: DiffusionModel, rng: torch.Generator
-                     ) -> NTATLoss:
+def ntat_from_params(params: Params, diffusion: DiffusionModel, rng: torch.Generator,
+                     known: FilterIndex | None = None) -> NTATLoss:
     """NTAT's loss term as the ``retrain`` and ``model`` params ask for (``faithful``: full
-    ancestral chain, fresh negatives for the whole batch at every step)."""
+    ancestral chain, fresh negatives for the whole batch at every step). ``known``: the
+    training triples, needed by ``retrain.ha_exclude_known``."""
     cfg = params.retrain
     faithful = cfg.faithful
+    if cfg.ha_exclude_known and known is None:
+        raise ValueError("retrain.ha_exclude_known needs the known triples (known=)")
     levels = RandomLevels if cfg.ha_source == "random" else HierarchicalLevels
     hier = levels(diffusion, params.model.levels,
                   None if faithful else params.model.sampling_steps)
@@ -305,4 +347,5 @@ def ntat_from_params(params: Params, diffusion: DiffusionModel, rng: torch.Gener
         standardisation_momentum=SCRATCH_STANDARDISATION_MOMENTUM
         if cfg.start == "scratch" else None,
         diffusion_weight=cfg.diffusion_weight,
+        exclude_known=known if cfg.ha_exclude_known else None,
     )
