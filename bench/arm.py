@@ -62,6 +62,18 @@ def override(params: dict, assignment: str) -> None:
         raise SystemExit(str(exc)) from None
 
 
+def code_commit() -> str | None:
+    """This repository's commit (``+changes`` when the work tree differs), or None outside git."""
+    def git(*cmd: str) -> str:
+        return subprocess.run(["git", *cmd], cwd=REPO, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    try:
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+        return git("rev-parse", "--short", "HEAD") + ("+changes" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
 def prepare_arm(base: Path, work: Path, params: dict, stage: str = "retrain",
                 own_text: bool = False) -> None:
     """Link the base's artifacts the arm shares into ``work``; ``own_text``: every feature
@@ -155,7 +167,9 @@ def main() -> None:
         "command": "python -m bench.arm " + shlex.join(
             ["--base", os.path.relpath(args.base, REPO), "--name", args.name,
              "--stage", args.stage, "--seed", str(args.seed)]
-            + (["--own-text"] if args.own_text else []) + [f"-S{o}" for o in args.overrides]),
+            + (["--own-text"] if args.own_text else []) + [f"-S{o}" for o in args.overrides]
+            + ["--out", os.path.relpath(args.out, REPO)]),
+        "code_commit": code_commit(),
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="minutes"),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                     "torch": torch.__version__, "loadavg": os.getloadavg(),
@@ -169,7 +183,8 @@ def main() -> None:
     path = args.out / f"{dataset}-{args.name}-seed{args.seed}.json"
     if args.evaluate_only and path.exists():  # keep how and when the training ran
         earlier = json.loads(path.read_text())
-        result.update({k: earlier[k] for k in ("command", "date", "machine", "stage_seconds")
+        result.update({k: earlier[k] for k in ("command", "date", "machine", "stage_seconds",
+                                               "code_commit")
                        if k in earlier})
         result["evaluated"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="minutes")
     atomic_write_json(path, result)
