@@ -29,8 +29,8 @@ def answers_on(filter_index: FilterIndex, anchors: Tensor, relations: Tensor,
 @torch.no_grad()
 def nearest_real_entity(model: MultimodalKGE, anchors: Tensor, relations: Tensor,
                         generated: Tensor, direction: Direction, filter_index: FilterIndex,
-                        batch_size: int = 256, entities: Tensor | None = None
-                        ) -> tuple[Tensor, Tensor]:
+                        batch_size: int = 256, entities: Tensor | None = None,
+                        exact: bool = True) -> tuple[Tensor, Tensor]:
     """The real entity nearest to each generated one, and whether it is a known answer.
 
     Nearest: Euclidean distance in the KGE's fused entity space, over all ``N`` entities. A
@@ -43,6 +43,8 @@ def nearest_real_entity(model: MultimodalKGE, anchors: Tensor, relations: Tensor
         generated: ``(L, B, D)`` fused generated entities for the missing side.
         filter_index: the true triples whose answers count as known.
         entities: ``(N, D)`` the fused entity table, if the caller has it already.
+        exact: distances computed directly (a diagnostic's near-ties are decided right);
+            False: by matrix products (16x faster at 256 x 15,000 x 500), for use in training.
 
     Returns:
         ``(nearest, known)``: ``(L, B)`` int64 entity ids and ``(L, B)`` bool, on the CPU.
@@ -56,7 +58,8 @@ def nearest_real_entity(model: MultimodalKGE, anchors: Tensor, relations: Tensor
         gen = generated[:, start:start + batch_size].float().to(entities.device)  # (L, b, D)
         b = gen.shape[1]
         distance = torch.cdist(gen.reshape(levels * b, -1), entities,
-                               compute_mode="donot_use_mm_for_euclid_dist")
+                               compute_mode="donot_use_mm_for_euclid_dist" if exact
+                               else "use_mm_for_euclid_dist")
         nearest = distance.argmin(1).reshape(levels, b)
         rows, cols = answers_on(filter_index, anchors[start:start + b],
                                 relations[start:start + b], direction, entities.device)
@@ -79,8 +82,8 @@ def known_answer_keep(model: MultimodalKGE, batch: Tensor, h_hat: Tensor, t_hat:
     """
     entities = model.all_entity_embeddings()
     h, r, t = batch.unbind(1)
-    tail_known = nearest_real_entity(model, h, r, t_hat, "tail", known,
-                                     entities=entities)[1].to(batch.device)
-    head_known = nearest_real_entity(model, t, r, h_hat, "head", known,
-                                     entities=entities)[1].to(batch.device)
+    tail_known = nearest_real_entity(model, h, r, t_hat, "tail", known, entities=entities,
+                                     exact=False)[1].to(batch.device)
+    head_known = nearest_real_entity(model, t, r, h_hat, "head", known, entities=entities,
+                                     exact=False)[1].to(batch.device)
     return torch.stack([~tail_known, ~head_known, ~(tail_known | head_known)])
