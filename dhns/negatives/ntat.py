@@ -138,20 +138,22 @@ def hardness_aware_parts(model: MultimodalKGE, negatives: GeneratedNegatives,
     positive whose negatives are all excluded adds nothing to the negative part."""
     pos, neg, weights = _ha_scores(model, negatives, level_weights, level_margins)
     positive = -F.logsigmoid(pos).mean()
-    if keep is None:
-        keep = torch.ones_like(neg, dtype=torch.bool)
     if adversarial_temperature is None:
-        kept = keep.to(neg.dtype)
-        per_level = ((-F.logsigmoid(-neg) * kept).sum(dim=(0, 2))
-                     / kept.sum(dim=(0, 2)).clamp(min=1))  # (L,)
+        if keep is None:
+            per_level = -F.logsigmoid(-neg).mean(dim=(0, 2))  # (L,)
+        else:
+            kept = keep.to(neg.dtype)
+            per_level = ((-F.logsigmoid(-neg) * kept).sum(dim=(0, 2))
+                         / kept.sum(dim=(0, 2)).clamp(min=1))
         negative = (weights * per_level).sum() / weights.sum()
     else:
         flat = neg.permute(2, 0, 1).reshape(len(pos), -1)
-        flat_keep = keep.permute(2, 0, 1).reshape(len(pos), -1)
         logits = adversarial_temperature * flat.detach() + weights.repeat(3).log()
-        p = torch.softmax(logits.masked_fill(~flat_keep, float("-inf")), dim=-1)
+        if keep is not None:
+            logits = logits.masked_fill(~keep.permute(2, 0, 1).reshape(len(pos), -1),
+                                        float("-inf"))
         # A row with every negative excluded is all NaN after the softmax: it weighs nothing.
-        p = torch.nan_to_num(p, nan=0.0)
+        p = torch.nan_to_num(torch.softmax(logits, dim=-1), nan=0.0)
         negative = -(p * F.logsigmoid(-flat)).sum(-1).mean()
     return HAParts(positive, negative)
 
