@@ -45,20 +45,16 @@ if [ ! -d "data/$ds" ]; then
   fi
 fi
 # A stage named after the overrides (bench/row.sh MKG-W 0 diffusion: a base for bench.arm)
-# runs the pipeline up to it; metrics/evaluate.json is then another run's, so no row is written.
-target=""
-skip=0
-for arg in "$@"; do
-  if [ "$skip" = 1 ]; then skip=0; continue; fi
-  case $arg in -S|--set-param) skip=1 ;; -*) ;; *) target=$arg ;; esac
-done
+# runs the pipeline up to it; metrics/evaluate.json is then another run's. So the row is
+# written only where DVC says evaluate is up to date after the run, whatever the arguments.
 name="$ds-seed$seed${ROW_TAG:+-$ROW_TAG}"
 command="${RECIPE:+RECIPE=$recipe_file }bench/row.sh $ds $seed $*"
 start=$(date +%s)
 dvc exp run "${overrides[@]}" "$@"
 wall=$(( $(date +%s) - start ))
-if [ -n "$target" ]; then
-  echo "bench/row.sh: ran up to stage '$target' in ${wall} s; no results row (evaluate did not run)" >&2
+if ! dvc status --quiet evaluate; then
+  echo "bench/row.sh: ran in ${wall} s, but evaluate is not up to date (the run stopped at" \
+    "an earlier stage): no results row" >&2
   exit 0
 fi
 python -m bench.collect --name "$name" --command "$command" --wall "$wall"

@@ -202,6 +202,10 @@ def test_which_reads_recipe_from_the_environment(monkeypatch: pytest.MonkeyPatch
 # bench/row.sh itself --------------------------------------------------------------------------
 
 STUB = """#!/usr/bin/env bash
+if [ "$1" = status ]; then  # dvc status: recorded apart, answers $DVC_STATUS (0 = up to date)
+  printf '%s\\n' "$@" > "$(dirname "$0")/../../{name}.status.args"
+  exit "${{DVC_STATUS:-0}}"
+fi
 printf '%s\\n' "$@" > "$(dirname "$0")/../../{name}.args"
 exit {code}
 """
@@ -266,16 +270,25 @@ def test_row_sh_records_a_relative_recipe_repository_relative(tmp_path: Path) ->
     assert row["command"] == "RECIPE=recipes/DB15K.yaml bench/row.sh MKG-Y 2 "
 
 
-def test_row_sh_up_to_a_stage_writes_no_row(tmp_path: Path) -> None:
+def test_row_sh_writes_a_row_only_where_dvc_says_evaluate_is_up_to_date(tmp_path: Path) -> None:
     # `bench/row.sh MKG-W 0 diffusion` builds a base for bench.arm: evaluate does not run, so
     # the committed metrics/evaluate.json (another run's) must not become an MKG-W row.
+    # Whether evaluate ran is DVC's answer, not a guess from the arguments: `-n NAME` takes a
+    # value that is not a stage.
     repo = _sandbox(tmp_path, dvc_code=0)
-    done = _row(repo, ["MKG-Y", "0", "-S", "retrain.lambda_ha=0.1", "diffusion"], cwd=tmp_path)
+    done = _row(repo, ["MKG-Y", "0", "-S", "retrain.lambda_ha=0.1", "diffusion"], cwd=tmp_path,
+                DVC_STATUS="1")
     assert done.returncode == 0, done.stderr
     assert (repo / "dvc.args").read_text().splitlines()[-3:] == [
         "-S", "retrain.lambda_ha=0.1", "diffusion"]
-    assert "ran up to stage 'diffusion'" in done.stderr
+    assert (repo / "dvc.status.args").read_text().splitlines() == ["status", "--quiet",
+                                                                   "evaluate"]
+    assert "evaluate is not up to date" in done.stderr
     assert not (repo / "results").exists()
+    done = _row(repo, ["MKG-Y", "0", "-n", "my-run"], cwd=tmp_path, DVC_STATUS="0")
+    assert done.returncode == 0, done.stderr
+    assert json.loads((repo / "results" / "MKG-Y-seed0.json").read_text())["command"] == (
+        "bench/row.sh MKG-Y 0 -n my-run")
 
 
 def test_row_sh_stops_on_a_bad_recipe_before_any_work(tmp_path: Path) -> None:
