@@ -10,6 +10,7 @@ paper's design). Each row is a :mod:`bench.arm` run, recorded with its command i
 
     python -m bench.samplers --base ../base-mkgy0 --seed 0
     python -m bench.samplers --base ../base-mkgy0 --seed 0 --only nscaching,sans
+    python -m bench.samplers --base ../base-db15k0 --seed 0 --results results/db15k-base-epyc
     python -m bench.summary --samplers          # the table over every dataset and seed
 
 ``--base`` is a folder where the pipeline ran at least to ``diffusion`` (for instance
@@ -50,10 +51,10 @@ def sampler_names(only: str | None) -> list[str]:
     return names
 
 
-def arm_command(base: Path, name: str, seed: int) -> list[str]:
-    """The ``bench.arm`` call of one row."""
+def arm_command(base: Path, name: str, seed: int, out: Path) -> list[str]:
+    """The ``bench.arm`` call of one row, writing its file into ``out``."""
     command = [sys.executable, "-m", "bench.arm", "--base", str(base), "--name",
-               f"sampler-{name}", "--seed", str(seed)]
+               f"sampler-{name}", "--seed", str(seed), "--out", str(out)]
     if name == DHNS_ROW:
         return command + ["--stage", "retrain"]
     return command + ["--stage", "uniform", "-S", f"kge.negative_sampler={name}"]
@@ -76,7 +77,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="the continuations' seed")
     parser.add_argument("--only", help="comma-separated rows to run (default: all)")
     parser.add_argument("--rerun", action="store_true", help="rerun rows already recorded")
-    parser.add_argument("--results", type=Path, default=REPO / "results")
+    parser.add_argument("--results", type=Path, default=REPO / "results",
+                        help="where the table goes; its arms/ holds the rows (another machine's "
+                             "rows belong in a folder of their own)")
     args = parser.parse_args()
     if not (args.base / "params.yaml").is_file():
         raise SystemExit(f"{args.base}: no params.yaml (not a finished run)")
@@ -90,7 +93,8 @@ def main() -> None:
     for i, name in enumerate(names, 1):
         if args.rerun or not arm_file(name).is_file():
             print(f"[{i}/{len(names)}] {name}", flush=True)
-            subprocess.run(arm_command(args.base, name, args.seed), check=True, cwd=REPO,
+            subprocess.run(arm_command(args.base, name, args.seed, arm_file(name).parent),
+                           check=True, cwd=REPO,
                            env={**os.environ, "OMP_NUM_THREADS":
                                 os.environ.get("OMP_NUM_THREADS", "1")})
         # Rebuilt from every recorded row after each one: a killed comparison keeps the rest,

@@ -291,3 +291,37 @@ def test_gpu_bench_runs_on_the_cpu_and_checks_ranks(tmp_path: Path) -> None:
                                         "max_rank_difference": 0}
     assert result["epoch_seconds"] > 0 and result["rank_triples_per_s"] > 0
     assert 0 < result["test_mrr_after_two_epochs"] <= 1
+
+
+def test_samplers_writes_its_arms_where_its_table_reads_them(tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch
+                                                             ) -> None:
+    # With --results elsewhere (another machine's rows), each bench.arm run must land in that
+    # folder's arms/, not in the repository's results/arms, or the table cannot find it.
+    from bench import samplers
+
+    base = tmp_path / "base"
+    base.mkdir()
+    (base / "params.yaml").write_text("data: {name: MKG-Y}\n")
+    calls = []
+
+    def fake_run(command: list[str], **_: object) -> None:
+        calls.append(command)
+        out = Path(command[command.index("--out") + 1])
+        name = command[command.index("--name") + 1]
+        out.mkdir(parents=True, exist_ok=True)
+        (out / f"MKG-Y-{name}-seed1.json").write_text(json.dumps({
+            "command": "python -m bench.arm ...", "valid": {"mrr": 0.3}, "best_epoch": 5,
+            "test": {"mrr": 0.31, "hits@1": 0.2, "hits@3": 0.3, "hits@10": 0.4},
+            "training": {"seconds_per_epoch": 2.0}}))
+
+    monkeypatch.setattr(samplers.subprocess, "run", fake_run)
+    results = tmp_path / "results-epyc"
+    monkeypatch.setattr(sys, "argv", ["bench.samplers", "--base", str(base), "--seed", "1",
+                                      "--only", "uniform,dhns-ntat", "--results", str(results)])
+    samplers.main()
+    assert [c[c.index("--out") + 1] for c in calls] == [str(results / "arms")] * 2
+    assert calls[1][-2:] == ["--stage", "retrain"]  # the DHNS row is the retrain stage
+    table = json.loads((results / "MKG-Y-samplers-seed1.json").read_text())
+    assert sorted(table["rows"]) == ["dhns-ntat", "uniform"]
+    assert table["rows"]["uniform"]["test_mrr"] == 0.31
